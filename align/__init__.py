@@ -1,0 +1,1 @@
+"""The training side: configs, models, checkpoints, corpus, pretraining, SFT, PPO, evaluation, CLI."""

@@ -1,0 +1,134 @@
+"""Atomic, optionally asynchronous checkpoints with a `latest` pointer and retention.
+
+A checkpoint is a directory `step-XXXXXXXX` under a run's checkpoint root. It is written under a
+temporary name, fsynced, then renamed; only after the rename is the `latest` file replaced
+(itself written to a temporary file and renamed). A crash at any moment therefore leaves `latest`
+naming a complete checkpoint, and stray temporary directories are ignored and swept on the next
+save. What goes inside the directory is the caller's: a `write(directory)` callback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from align.errors import InputError
+
+log = logging.getLogger(__name__)
+
+LATEST = "latest"
+TMP_SUFFIX = ".tmp"
+META = "checkpoint.json"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def _fsync_tree(directory: Path) -> None:
+    for path in directory.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class CheckpointManager:
+    """Saves checkpoints atomically under `root`, keeps the last `keep`, and finds `latest`.
+
+    `save(step, write, meta, blocking=False)` runs `write(tmp_dir)` on a background thread (one at a
+    time, in order), so training goes on while the files are written. Callers must hand `write`
+    tensors that training will not change afterwards (e.g. CPU copies of the state dicts).
+    """
+
+    def __init__(self, root: str | Path, keep: int = 3, protect: Callable[[dict], bool] | None = None):
+        self.root = Path(root)
+        self.keep = keep
+        self.protect = protect or (lambda meta: False)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending: Future | None = None
+        self._lock = threading.Lock()
+
+    def save(self, step: int, write: Callable[[Path], None], meta: dict, blocking: bool = False) -> Future:
+        """Write checkpoint `step` with `write(directory)`; returns a future of its final path."""
+        with self._lock:
+            self._pending = self._pool.submit(self._save, step, write, dict(meta, step=step))
+            future = self._pending
+        if blocking:
+            future.result()
+        return future
+
+    def _save(self, step: int, write: Callable[[Path], None], meta: dict) -> Path:
+        final = self.root / checkpoint_name(step)
+        tmp = self.root / (final.name + TMP_SUFFIX)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        write(tmp)
+        (tmp / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        _fsync_tree(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _write_atomically(self.root / LATEST, final.name)
+        self._prune()
+        log.info("checkpoint %s written", final)
+        return final
+
+    def wait(self) -> None:
+        """Block until the checkpoint being written (if any) is complete; re-raise its error."""
+        with self._lock:
+            pending = self._pending
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        self.wait()
+        self._pool.shutdown(wait=True)
+
+    def _prune(self) -> None:
+        for stray in self.root.glob(f"*{TMP_SUFFIX}"):
+            if stray.is_dir():
+                shutil.rmtree(stray, ignore_errors=True)
+        complete = self.list()
+        for old in complete[: max(0, len(complete) - self.keep)]:
+            if not self.protect(read_meta(old)):
+                shutil.rmtree(old, ignore_errors=True)
+
+    def list(self) -> list[Path]:
+        """Complete checkpoints, oldest first."""
+        return sorted(p for p in self.root.glob("step-*") if p.is_dir() and not p.name.endswith(TMP_SUFFIX))
+
+    def latest(self) -> Path | None:
+        """The checkpoint `latest` names, or None before the first save."""
+        pointer = self.root / LATEST
+        if not pointer.is_file():
+            return None
+        path = self.root / pointer.read_text(encoding="utf-8").strip()
+        if not (path / META).is_file():
+            raise InputError(f"{pointer} names {path.name}, which is not a complete checkpoint")
+        return path
+
+
+def read_meta(checkpoint: str | Path) -> dict:
+    """The metadata (step and whatever the caller stored) of a complete checkpoint."""
+    return json.loads((Path(checkpoint) / META).read_text(encoding="utf-8"))

@@ -1,0 +1,24 @@
+"""The one place that decides how a process joins a run: Accelerate, on GPUs when there are any.
+
+`accelerate launch --config_file scripts/accelerate/cpu_2proc.yaml` starts two processes through
+the multi-GPU launcher; on a machine without GPUs they must still be told to use the CPU (gloo).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def make_accelerator(**kwargs: Any):
+    """An `Accelerator` that runs on the CPU when no GPU is present, whatever the launcher said."""
+    import torch
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available(), **kwargs)
+
+
+def use_cpu() -> bool:
+    """For HF `TrainingArguments(use_cpu=...)`: True on machines without GPUs."""
+    import torch
+
+    return not torch.cuda.is_available()

@@ -1,0 +1,116 @@
+"""Run the stages of a multi-stage recipe in order, each as its own `align` process.
+
+A multi-stage recipe has a `pipeline: {stages: [...]}` section listing command paths
+(`corpus train-quality`, `sft`, `label export`, ...) and one section per command, named by the
+path joined with '-' (`corpus-train-quality`, `label-export`). Each stage runs in a fresh process
+(`python -m align.cli ...`), so a stage's memory, vLLM engine or server dies with it. A finished
+stage leaves a marker under `<run_dir>/.pipeline/`; re-running the pipeline skips finished stages
+unless `--force` is given, so an interrupted demo continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from align.config import check_exists, read_recipe, substitute
+from align.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineConfig:
+    """Which recipe to run, where, and which of its stages."""
+
+    recipe: Path = Path("scripts/recipes/demo.yaml")
+    """The multi-stage recipe (a `pipeline` section plus one section per stage); `--config` sets it."""
+    stages: list[str] | None = None
+    """The recipe's stages, in order (its `pipeline.stages`; read from the recipe when not given)."""
+    run_dir: str | None = None
+    """Where every stage writes (replaces the recipe's `run_dir`)."""
+    only: list[str] | None = None
+    """Run just these stages (command paths as listed in the recipe), in recipe order."""
+    force: bool = False
+    """Re-run stages that already finished in this run directory."""
+    accelerate_config: Path | None = None
+    """Launch the training stages (pretrain, sft, rm, ppo) with `accelerate launch --config_file` this."""
+
+    def __post_init__(self) -> None:
+        check_exists("recipe", self.recipe)
+        check_exists("accelerate_config", self.accelerate_config)
+
+
+TRAINING_STAGES = {"pretrain", "sft", "rm", "ppo"}
+
+
+def planned_stages(config: PipelineConfig) -> tuple[dict, list[str]]:
+    """The resolved recipe (run_dir substituted) and the stages to run."""
+    recipe = read_recipe(config.recipe)
+    listed = config.stages or (recipe.get("pipeline") or {}).get("stages")
+    if not listed:
+        raise ConfigError(f"stages: {config.recipe} has no `pipeline: {{stages: [...]}}` section")
+    run_dir = config.run_dir or recipe.get("run_dir")
+    if run_dir is None:
+        raise ConfigError("run_dir: required (in the recipe or as --run_dir)")
+    recipe = substitute(dict(recipe, run_dir=str(run_dir)), str(run_dir))
+    stages = [str(s) for s in listed]
+    for stage in stages:
+        if "-".join(stage.split()) not in recipe:
+            raise ConfigError(f"pipeline.stages: {stage!r} has no '{'-'.join(stage.split())}' section")
+    if config.only:
+        unknown = [s for s in config.only if s not in stages]
+        if unknown:
+            raise ConfigError(
+                f"only: {unknown[0]!r} is not a stage of the recipe; allowed: {', '.join(stages)}"
+            )
+        stages = [s for s in stages if s in config.only]
+    return recipe, stages
+
+
+def run_pipeline(config: PipelineConfig) -> Path:
+    """Run the recipe's stages; returns the run directory."""
+    recipe, stages = planned_stages(config)
+    run_dir = Path(recipe["run_dir"])
+    markers = run_dir / ".pipeline"
+    markers.mkdir(parents=True, exist_ok=True)
+    resolved = markers / "recipe.yaml"
+    resolved.write_text(yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    for number, stage in enumerate(stages, 1):
+        marker = markers / ("-".join(stage.split()) + ".done")
+        if marker.exists() and not config.force:
+            log.info("[%d/%d] %s: done earlier, skipped (--force to redo)", number, len(stages), stage)
+            continue
+        command = stage_command(stage, resolved, config.accelerate_config)
+        log.info("[%d/%d] %s: %s", number, len(stages), stage, " ".join(command))
+        started = time.time()
+        result = subprocess.run(command, check=False)
+        if result.returncode != 0:
+            raise InputError(
+                f"stage '{stage}' failed with exit status {result.returncode}; fix it and re-run"
+            )
+        marker.write_text(f"{time.time() - started:.1f}\n", encoding="utf-8")
+        log.info("[%d/%d] %s: finished in %.1f s", number, len(stages), stage, time.time() - started)
+    log.info("pipeline finished: %s", run_dir)
+    return run_dir
+
+
+def stage_command(stage: str, recipe: Path, accelerate_config: Path | None) -> list[str]:
+    """The process that runs one stage of a recipe."""
+    words = stage.split()
+    if accelerate_config is not None and words[0] in TRAINING_STAGES:
+        launcher = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(accelerate_config),
+        ]
+        return [*launcher, "-m", "align.cli", *words, "--config", str(recipe)]
+    return [sys.executable, "-m", "align.cli", *words, "--config", str(recipe)]
