@@ -87,9 +87,9 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         return value
     if origin in (typing.Union, types.UnionType):
         args = get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
+        is_null = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_null and type(None) in args:
+            return None
         for arg in (a for a in args if a is not type(None)):
             try:
                 return coerce(key, value, arg)
