@@ -82,7 +82,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "rm",
         "train the reward model from the SFT checkpoint (TRL RewardTrainer)",
-        "rewards.config:RewardStageConfig",
+        "rewards.reward_config:RewardStageConfig",
         "rewards.train:run_reward_training",
     ),
     Command(
@@ -105,31 +105,31 @@ COMMANDS: tuple[Command, ...] = (
             Command(
                 "add",
                 "import prompts/responses, or generate candidates",
-                "rewards.config:LabelAddConfig",
+                "rewards.label_config:LabelAddConfig",
                 "rewards.store_io:add_to_store",
             ),
             Command(
                 "judge",
                 "label comparisons with the programmatic judge",
-                "rewards.config:LabelJudgeConfig",
-                "rewards.rules:judge_store",
+                "rewards.label_config:LabelJudgeConfig",
+                "rewards.judge:judge_store",
             ),
             Command(
                 "serve",
                 "run the labelling app (login required)",
-                "rewards.config:LabelServeConfig",
+                "rewards.label_config:LabelServeConfig",
                 "rewards.app:serve_app",
             ),
             Command(
                 "stats",
                 "inter-annotator agreement (Cohen's kappa, Krippendorff's alpha)",
-                "rewards.config:LabelStatsConfig",
+                "rewards.label_config:LabelStatsConfig",
                 "rewards.agreement:print_stats",
             ),
             Command(
                 "export",
                 "write TRL-format preference data for `align rm`",
-                "rewards.config:LabelExportConfig",
+                "rewards.label_config:LabelExportConfig",
                 "rewards.store_io:export_preferences",
             ),
         ),
