@@ -72,3 +72,20 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+# --- rollouts (issue 5/7): one in-process vLLM engine and one `align serve` server per session ---
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model_dir: Path):
+    """An in-process `VLLMEngine` over `tiny_model_dir`, shared by the whole session.
+
+    A test that pushes other weights with `load_weights` must push back the tiny model's
+    (`tiny_model_dir`) when done, or push what it needs first.
+    """
+    from rollouts.vllm_engine import VLLMEngine
+
+    engine = VLLMEngine(tiny_model_dir, max_model_len=512, kv_cache_gib=1)
+    yield engine
+    engine.close()

@@ -1,0 +1,141 @@
+"""In-process vLLM colocated with the trainer; `load_weights` pushes new policy weights in place.
+
+The engine core runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), so weights move as
+tensors, with no RPC and no file. vLLM-CPU repacks every linear layer into oneDNN handles at load
+time, so a plain `model.load_weights` fails; the layerwise reload below re-runs that repacking
+(see ../shared/RECIPES.md, "Pushing new weights into a running vLLM-CPU engine").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rollouts.base import Rollout, Sampling
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+
+def sampling_params(sampling: Sampling) -> Any:
+    """vLLM `SamplingParams` for a `Sampling` (only the sampled token's log-prob is returned)."""
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        n=sampling.n,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k,
+        max_tokens=sampling.max_new_tokens,
+        seed=sampling.seed,
+        stop_token_ids=list(sampling.stop_token_ids),
+        logprobs=0 if sampling.logprobs else None,
+    )
+
+
+def to_rollouts(outputs: Sequence[Any]) -> list[Rollout]:
+    """Rollouts from vLLM `RequestOutput`s, one per completion, in prompt order."""
+    rollouts = []
+    for index, output in enumerate(outputs):
+        for completion in output.outputs:
+            ids = list(completion.token_ids)
+            logprobs = None
+            if completion.logprobs is not None:
+                logprobs = [step[token].logprob for step, token in zip(completion.logprobs, ids, strict=True)]
+            rollouts.append(
+                Rollout(
+                    prompt_index=index,
+                    prompt_token_ids=list(output.prompt_token_ids),
+                    token_ids=ids,
+                    text=completion.text,
+                    logprobs=logprobs,
+                    finish_reason="stop" if completion.finish_reason == "stop" else "length",
+                )
+            )
+    return rollouts
+
+
+class VLLMEngine:
+    """vLLM's `LLM` in this process (vllm-cpu here, vllm on GPUs)."""
+
+    def __init__(
+        self,
+        model: str | Path,
+        max_model_len: int = 512,
+        dtype: str = "float32",
+        seed: int = 0,
+        kv_cache_gib: float = 1.0,
+        num_threads: int | None = None,
+    ) -> None:
+        """Start the engine on a `save_pretrained` directory (the policy's starting weights).
+
+        `num_threads` (default: `OMP_NUM_THREADS`, else every core) are torch's intra-op threads,
+        shared with the trainer in this process. Without `OMP_NUM_THREADS` vLLM drops torch to one
+        thread for serving, and vLLM-CPU forbids changing the count after it starts.
+        `kv_cache_gib` sizes the KV cache (CPU memory here).
+        """
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        threads = num_threads or int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+        from vllm import LLM
+
+        torch.set_num_threads(threads)
+        self.llm = LLM(
+            model=str(model),
+            dtype=dtype,
+            max_model_len=max_model_len,
+            enforce_eager=True,
+            seed=seed,
+            # The sampled distribution (temperature, top-k/p applied): what the trainer recomputes.
+            logprobs_mode="processed_logprobs",
+            kv_cache_memory_bytes=int(kv_cache_gib * 2**30),
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def generate(self, prompts: Sequence[str | list[int]], sampling: Sampling) -> list[Rollout]:
+        """Complete each prompt `sampling.n` times; rollouts grouped by prompt in prompt order."""
+        inputs = [{"prompt_token_ids": p} if isinstance(p, list) else p for p in prompts]
+        outputs = self.llm.generate(inputs, sampling_params(sampling), use_tqdm=False)
+        return to_rollouts(outputs)
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Push the policy's weights (HF names) into the running engine; no restart, no disk."""
+        from vllm.config import set_current_vllm_config
+        from vllm.model_executor.model_loader.reload import (
+            finalize_layerwise_reload,
+            initialize_layerwise_reload,
+        )
+
+        worker = self.llm.llm_engine.model_executor.driver_worker.worker
+        model = worker.model_runner.model
+        with set_current_vllm_config(worker.vllm_config):
+            initialize_layerwise_reload(model)
+            model.load_weights((name, tensor.detach()) for name, tensor in named_tensors)
+            finalize_layerwise_reload(model, worker.vllm_config.model_config)
+            lm_head = getattr(model, "lm_head", None)
+            embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+            if (
+                lm_head is not None
+                and embed is not None
+                and lm_head.weight.data_ptr() == embed.weight.data_ptr()
+            ):
+                # The layerwise reload does not repack a head tied to the embedding.
+                lm_head.quant_method.process_weights_after_loading(lm_head)
+        # Cached prompt blocks hold KV computed with the old weights.
+        self.llm.reset_prefix_cache()
+
+    def close(self) -> None:
+        """Shut the engine down and free its memory."""
+        import gc
+
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
+            del llm
+            gc.collect()
