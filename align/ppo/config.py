@@ -1,0 +1,144 @@
+"""The `align ppo` config: one typed dataclass, validated where it enters (no torch here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from align.config import check_exists, check_positive, check_range
+from align.errors import ConfigError
+
+ADVANTAGE_ESTIMATORS = ("gae", "grpo", "rloo", "reinforce_pp")
+
+
+@dataclass
+class PPOConfig:
+    """PPO (or a critic-free variant) from an SFT checkpoint against a reward model or a rule reward."""
+
+    policy: Path
+    """The SFT checkpoint (HF directory): the starting policy and, unless `reference` is set, the frozen reference."""
+    output_dir: Path
+    """Where checkpoints, metrics.jsonl, curves.png, TensorBoard logs and the final `policy/` go."""
+    prompts: Path
+    """JSONL of prompts: one object per line with `prompt` (text, wrapped in the chat template) or
+    `messages` (a chat); any other fields (e.g. `answer`) are handed to the rule reward."""
+    reward_model: Path | None = None
+    """The reward model directory (from `align rm`); its score of prompt + response is the reward."""
+    reward_rule: str | None = None
+    """Instead of (or, with `reward_model`, added to) the RM: a rule reward from `rewards.rules` by name."""
+    reference: Path | None = None
+    """The frozen reference for the KL penalty (default: `policy`)."""
+    critic_init: Literal["reward_model", "policy"] = "reward_model"
+    """Initialise the critic from the reward model (its value head too) or from the policy (new head)."""
+    advantage: Literal["gae", "grpo", "rloo", "reinforce_pp"] = "gae"
+    """Advantage estimator: `gae` (PPO with a critic), or critic-free `grpo`, `rloo`, `reinforce_pp`."""
+    engine: Literal["vllm", "hf", "server"] = "vllm"
+    """Rollout engine: in-process vLLM, `transformers.generate` (reference), or a `vllm serve` endpoint."""
+    server_url: str | None = None
+    """Base URL of the `vllm serve` endpoint when `engine` is `server` (e.g. http://127.0.0.1:8000)."""
+    iterations: int = 20
+    """PPO iterations (generate, score, update, sync)."""
+    prompts_per_iteration: int = 16
+    """Prompts per iteration, over all processes."""
+    samples_per_prompt: int = 1
+    """Completions per prompt (a GRPO/RLOO group; at least 2 for those)."""
+    max_new_tokens: int = 32
+    """Longest completion."""
+    max_prompt_tokens: int = 256
+    """Prompts are truncated on the left to this many tokens."""
+    temperature: float = 1.0
+    """Sampling temperature; the trainer's log-probs use logits / temperature as the engine does."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (1 disables)."""
+    ppo_epochs: int = 2
+    """Passes over each iteration's experience."""
+    minibatch_size: int = 8
+    """Sequences per optimizer step (per process)."""
+    micro_batch_size: int = 8
+    """Sequences per forward/backward; gradients accumulate over minibatch_size / micro_batch_size."""
+    learning_rate: float = 1e-5
+    """Policy learning rate (AdamW)."""
+    critic_learning_rate: float = 5e-5
+    """Critic learning rate (AdamW)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay for both models."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    clip_range: float = 0.2
+    """PPO ratio clip ε."""
+    value_clip_range: float = 0.2
+    """Clip of the new values around the old ones in the value loss."""
+    value_coef: float = 0.5
+    """Weight of the value loss (the critic has its own optimizer; this scales its gradients)."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight (0 disables)."""
+    kl_coef: float = 0.05
+    """β of the per-token KL penalty to the reference, folded into the rewards."""
+    kl_bound: float = 2.0
+    """Bound on the mean per-sequence KL to the reference; when exceeded, β doubles (adaptive)."""
+    gamma: float = 1.0
+    """Discount γ."""
+    lam: float = 0.95
+    """GAE λ."""
+    whiten_advantages: bool = True
+    """Normalise advantages to zero mean and unit variance over the iteration's tokens."""
+    whiten_rewards: bool = False
+    """Normalise sequence scores over the iteration before adding the KL penalty."""
+    lora_r: int = 0
+    """LoRA rank for the policy (0 = full fine-tuning); merged into the weights for the engine sync."""
+    lora_alpha: int = 16
+    """LoRA α."""
+    seed: int = 0
+    """Seed for the prompt order, sampling and initialisation."""
+    save_every: int = 10
+    """Checkpoint every N iterations (0 = only at the end)."""
+    keep_checkpoints: int = 2
+    """Complete checkpoints kept."""
+    resume: bool = True
+    """Continue from the latest checkpoint in output_dir when there is one."""
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    """Trackers (Accelerate `log_with`): tensorboard, wandb, ... or `none`."""
+    vllm_kvcache_gib: int = 1
+    """KV-cache size of the in-process vLLM engine (GiB, CPU)."""
+
+    def __post_init__(self) -> None:
+        check_exists("policy", self.policy)
+        check_exists("prompts", self.prompts)
+        check_exists("reward_model", self.reward_model)
+        check_exists("reference", self.reference)
+        if self.reward_model is None and self.reward_rule is None:
+            raise ConfigError("reward_model: give a reward model directory or a reward_rule (or both)")
+        if self.advantage == "gae" and self.critic_init == "reward_model" and self.reward_model is None:
+            raise ConfigError("critic_init: `reward_model` needs reward_model; use critic_init: policy")
+        if self.engine == "server" and not self.server_url:
+            raise ConfigError("server_url: required when engine is `server`")
+        if self.advantage in ("grpo", "rloo") and self.samples_per_prompt < 2:
+            raise ConfigError(f"samples_per_prompt: {self.advantage} needs groups of at least 2")
+        for key in (
+            "iterations",
+            "prompts_per_iteration",
+            "samples_per_prompt",
+            "max_new_tokens",
+            "max_prompt_tokens",
+            "ppo_epochs",
+            "minibatch_size",
+            "micro_batch_size",
+            "learning_rate",
+            "critic_learning_rate",
+            "kl_bound",
+            "vllm_kvcache_gib",
+        ):
+            check_positive(key, getattr(self, key))
+        if self.minibatch_size % self.micro_batch_size:
+            raise ConfigError("micro_batch_size: must divide minibatch_size")
+        check_range("temperature", self.temperature, 1e-3, 10.0)
+        check_range("top_p", self.top_p, 1e-3, 1.0)
+        check_range("clip_range", self.clip_range, 0.0, 1.0)
+        check_range("value_clip_range", self.value_clip_range, 0.0, None)
+        check_range("kl_coef", self.kl_coef, 0.0, None)
+        check_range("gamma", self.gamma, 0.0, 1.0)
+        check_range("lam", self.lam, 0.0, 1.0)
+        check_range("lora_r", self.lora_r, 0, None)
+        check_range("save_every", self.save_every, 0, None)
+        check_range("keep_checkpoints", self.keep_checkpoints, 1, None)

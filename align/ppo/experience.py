@@ -1,0 +1,189 @@
+"""Experience making: generate with the engine, score, reference log-probs, KL penalty, values.
+
+A batch lays every sequence out as [left-padded prompt | right-padded response], so response
+token t sits in the same column for every row and the logits predicting it sit one column left.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+from rollouts.base import Rollout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Experience:
+    """One iteration's rollouts as tensors; everything the update epochs need."""
+
+    input_ids: torch.Tensor
+    """[B, P+R] prompt (left-padded) followed by response (right-padded)."""
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+    """[B, R] 1 on generated tokens."""
+    old_logprobs: torch.Tensor
+    """[B, R] the policy's log-probs when sampling (recomputed by the trainer)."""
+    ref_logprobs: torch.Tensor
+    scores: torch.Tensor
+    """[B] sequence scores (reward model and/or rule)."""
+    values: torch.Tensor
+    """[B, R] critic values (zeros without a critic)."""
+    advantages: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+
+    @property
+    def prompt_width(self) -> int:
+        return self.input_ids.shape[1] - self.response_mask.shape[1]
+
+    def select(self, index: torch.Tensor) -> Experience:
+        return Experience(
+            **{
+                f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+                for f in fields(self)
+            }
+        )
+
+
+def pad_rollouts(rollouts: Sequence[Rollout], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """input_ids, attention_mask and response_mask of the [prompt | response] layout."""
+    width_p = max(len(r.prompt_token_ids) for r in rollouts)
+    width_r = max(1, max(len(r.token_ids) for r in rollouts))
+    ids, attn, resp = [], [], []
+    for r in rollouts:
+        lp, lr = len(r.prompt_token_ids), len(r.token_ids)
+        ids.append([pad_id] * (width_p - lp) + r.prompt_token_ids + r.token_ids + [pad_id] * (width_r - lr))
+        attn.append([0] * (width_p - lp) + [1] * (lp + lr) + [0] * (width_r - lr))
+        resp.append([1] * lr + [0] * (width_r - lr))
+    return torch.tensor(ids), torch.tensor(attn), torch.tensor(resp, dtype=torch.float32)
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def response_logits(
+    model, input_ids, attention_mask, response_width: int, temperature: float
+) -> torch.Tensor:
+    """Logits / T predicting each response token, [B, R, V]: as the engine samples them."""
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask))
+    return out.logits[:, -response_width - 1 : -1].float() / temperature
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def response_values(critic, input_ids, attention_mask, response_width: int) -> torch.Tensor:
+    """The critic's value of the state before each response token, [B, R]."""
+    inner = getattr(critic, "module", critic)
+    backbone = getattr(inner, inner.base_model_prefix)
+    hidden = backbone(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)
+    ).last_hidden_state
+    return inner.score(hidden[:, -response_width - 1 : -1]).squeeze(-1).float()
+
+
+class RewardSource:
+    """Scores responses: a reward model's scalar, a rule from `rewards.rules`, or their sum."""
+
+    def __init__(self, reward_model: Path | None, rule: str | None, device: torch.device):
+        self.model = None
+        if reward_model is not None:
+            from transformers import AutoModelForSequenceClassification
+
+            self.model = (
+                AutoModelForSequenceClassification.from_pretrained(
+                    str(reward_model), num_labels=1, dtype=torch.float32
+                )
+                .to(device)
+                .eval()
+            )
+            self.model.requires_grad_(False)
+        self.rule = None
+        if rule is not None:
+            rules = importlib.import_module("rewards.rules")
+            self.rule = rules.get_rule(rule)
+
+    @torch.no_grad()
+    def model_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The reward model's score of each [prompt | response] row (the head at the last real token)."""
+        last = attention_mask.shape[1] - 1 - attention_mask.flip(1).argmax(1)
+        inner = self.model
+        hidden = getattr(inner, inner.base_model_prefix)(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)
+        ).last_hidden_state
+        return inner.score(hidden[torch.arange(len(last)), last]).squeeze(-1).float()
+
+    def rule_scores(self, texts: Sequence[str], records: Sequence[dict]) -> torch.Tensor:
+        return torch.tensor(
+            [float(self.rule(text, record)) for text, record in zip(texts, records, strict=True)]
+        )
+
+    def __call__(
+        self, input_ids, attention_mask, texts: Sequence[str], records: Sequence[dict]
+    ) -> torch.Tensor:
+        scores = torch.zeros(len(texts), device=input_ids.device)
+        if self.model is not None:
+            scores = scores + self.model_scores(input_ids, attention_mask)
+        if self.rule is not None:
+            scores = scores + self.rule_scores(texts, records).to(scores.device)
+        return scores
+
+
+@torch.no_grad()
+def make_experience(
+    rollouts: Sequence[Rollout],
+    records: Sequence[dict],
+    policy,
+    reference,
+    critic,
+    reward: RewardSource,
+    pad_id: int,
+    temperature: float,
+    micro_batch_size: int,
+    device: torch.device,
+) -> tuple[Experience, dict[str, float]]:
+    """Tensors, scores, old/reference log-probs and values for one iteration's rollouts.
+
+    Also returns the engine/trainer log-prob mismatch (the engine's values are never used to learn).
+    """
+    input_ids, attention_mask, response_mask = (t.to(device) for t in pad_rollouts(rollouts, pad_id))
+    width = response_mask.shape[1]
+    tokens = input_ids[:, -width:]
+    old, ref, values, scores = [], [], [], []
+    for start in range(0, len(rollouts), micro_batch_size):
+        rows = slice(start, start + micro_batch_size)
+        ids, attn = input_ids[rows], attention_mask[rows]
+        old.append(token_logprobs(response_logits(policy, ids, attn, width, temperature), tokens[rows]))
+        ref.append(token_logprobs(response_logits(reference, ids, attn, width, temperature), tokens[rows]))
+        values.append(
+            response_values(critic, ids, attn, width) if critic is not None else torch.zeros_like(old[-1])
+        )
+        scores.append(reward(ids, attn, [r.text for r in rollouts[rows]], records[rows]))
+    experience = Experience(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        response_mask=response_mask,
+        old_logprobs=torch.cat(old) * response_mask,
+        ref_logprobs=torch.cat(ref) * response_mask,
+        scores=torch.cat(scores),
+        values=torch.cat(values) * response_mask,
+    )
+    gaps = [
+        abs(engine_lp - trainer_lp)
+        for r, row in zip(rollouts, experience.old_logprobs.tolist(), strict=True)
+        if r.logprobs is not None
+        for engine_lp, trainer_lp in zip(r.logprobs, row, strict=False)
+    ]
+    mismatch = {
+        "logprob_mismatch_mean": sum(gaps) / len(gaps) if gaps else float("nan"),
+        "logprob_mismatch_max": max(gaps) if gaps else float("nan"),
+    }
+    return experience, mismatch

@@ -1,0 +1,412 @@
+"""`align ppo`: the PPO loop on Accelerate, rollouts from a vLLM (or HF, or server) engine.
+
+Per iteration: generate -> score, reference log-probs, values -> KL-shaped rewards -> advantages
+(GAE or a critic-free estimator) -> whiten -> epochs of clipped minibatch updates with gradient
+accumulation -> push the new weights into the engine -> log, checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from align.checkpoint import CheckpointManager
+from align.distributed import make_accelerator
+from align.errors import InputError
+from align.models import load_model, load_tokenizer
+from align.ppo.advantages import ESTIMATORS, masked_mean, whiten
+from align.ppo.config import PPOConfig
+from align.ppo.experience import (
+    Experience,
+    RewardSource,
+    make_experience,
+    response_logits,
+    response_values,
+    token_logprobs,
+)
+from align.ppo.losses import entropy, kl_penalty, policy_loss, value_loss
+from rollouts.base import RolloutEngine, Sampling
+
+log = logging.getLogger(__name__)
+
+METRICS = "metrics.jsonl"
+
+
+def read_prompts(path: Path) -> list[dict]:
+    """The prompt records of a JSONL file; each needs `prompt` (text) or `messages` (a chat)."""
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}:{number}: not JSON ({err.msg})") from None
+            if not isinstance(record, dict) or not ("prompt" in record or "messages" in record):
+                raise InputError(f"{path}:{number}: needs a `prompt` or `messages` field")
+            records.append(record)
+    if not records:
+        raise InputError(f"{path}: no prompts")
+    return records
+
+
+def encode_prompt(tokenizer, record: dict, max_tokens: int) -> list[int]:
+    """The chat-templated prompt up to the assistant's turn, truncated on the left."""
+    messages = record.get("messages") or [{"role": "user", "content": record["prompt"]}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False).input_ids[-max_tokens:]
+
+
+def prompt_batch(iteration: int, per_iteration: int, n_prompts: int, seed: int) -> list[int]:
+    """The prompt indices of an iteration: a seeded shuffle per pass, a pure function of the position.
+
+    Resuming at iteration k therefore sees exactly the prompts an uninterrupted run would.
+    """
+    indices = []
+    for position in range(iteration * per_iteration, (iteration + 1) * per_iteration):
+        epoch, offset = divmod(position, n_prompts)
+        order = np.random.default_rng([seed, epoch]).permutation(n_prompts)
+        indices.append(int(order[offset]))
+    return indices
+
+
+def make_engine(config: PPOConfig, tokenizer) -> RolloutEngine:
+    if config.engine == "vllm":
+        from rollouts.vllm_engine import VLLMEngine
+
+        return VLLMEngine(
+            config.policy,
+            max_model_len=config.max_prompt_tokens + config.max_new_tokens,
+            seed=config.seed,
+            kv_cache_gib=config.vllm_kvcache_gib,
+        )
+    if config.engine == "hf":
+        from rollouts.hf_engine import HFEngine
+
+        return HFEngine(load_model(config.policy), tokenizer)
+    from rollouts.server_engine import ServerEngine
+
+    return ServerEngine(config.server_url)
+
+
+def engine_weights(policy) -> Iterator[tuple[str, torch.Tensor]]:
+    """The policy's parameters under HF names; a PEFT LoRA policy is merged while they stream."""
+    if not hasattr(policy, "merge_adapter"):
+        yield from policy.named_parameters()
+        return
+    policy.merge_adapter()
+    try:
+        for name, param in policy.named_parameters():
+            if "lora_" in name:
+                continue
+            yield name.removeprefix("base_model.model.").replace(".base_layer.", "."), param
+    finally:
+        policy.unmerge_adapter()
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def cpu_copy(state: dict) -> dict:
+    return {
+        k: cpu_copy(v) if isinstance(v, dict) else v.detach().cpu().clone() if torch.is_tensor(v) else v
+        for k, v in state.items()
+    }
+
+
+def train_on(
+    experience: Experience, policy, critic, optimizers, accelerator, config: PPOConfig
+) -> dict[str, float]:
+    """`ppo_epochs` passes of clipped minibatch updates; gradients accumulate over micro-batches."""
+    width = experience.response_mask.shape[1]
+    models = [m for m in (policy, critic) if m is not None]
+    stats: dict[str, list[float]] = {}
+    for _ in range(config.ppo_epochs):
+        order = torch.randperm(len(experience.input_ids))
+        for start in range(0, len(order), config.minibatch_size):
+            minibatch = order[start : start + config.minibatch_size]
+            micro_batches = minibatch.split(config.micro_batch_size)
+            for k, micro in enumerate(micro_batches):
+                sub = experience.select(micro.to(experience.input_ids.device))
+                weight = len(micro) / len(minibatch)
+                last = k == len(micro_batches) - 1
+                with contextlib.ExitStack() as stack:
+                    if not last:
+                        for model in models:
+                            stack.enter_context(accelerator.no_sync(model))
+                    logits = response_logits(
+                        policy, sub.input_ids, sub.attention_mask, width, config.temperature
+                    )
+                    logprobs = token_logprobs(logits, sub.input_ids[:, -width:])
+                    loss, info = policy_loss(
+                        logprobs, sub.old_logprobs, sub.advantages, sub.response_mask, config.clip_range
+                    )
+                    ent = entropy(logits, sub.response_mask)
+                    info.update(policy_loss=loss.detach(), entropy=ent.detach())
+                    if config.entropy_coef:
+                        loss = loss - config.entropy_coef * ent
+                    if critic is not None:
+                        values = response_values(critic, sub.input_ids, sub.attention_mask, width)
+                        vloss = value_loss(
+                            values, sub.values, sub.returns, sub.response_mask, config.value_clip_range
+                        )
+                        info["value_loss"] = vloss.detach()
+                        loss = loss + config.value_coef * vloss
+                    accelerator.backward(loss * weight)
+                for key, value in info.items():
+                    stats.setdefault(key, []).append(float(value))
+            for model in models:
+                if config.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            for optimizer in optimizers:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+    return {key: sum(values) / len(values) for key, values in stats.items()}
+
+
+def compute_advantages(experience: Experience, kl_coef: float, config: PPOConfig) -> None:
+    mask = experience.response_mask
+    token_rewards = -kl_coef * kl_penalty(experience.old_logprobs, experience.ref_logprobs) * mask
+    scores = experience.scores
+    if config.whiten_rewards:
+        scores = (scores - scores.mean()) / (scores.std() + 1e-8)
+    advantages, returns = ESTIMATORS[config.advantage](
+        token_rewards, scores, experience.values, mask, config.samples_per_prompt, config.gamma, config.lam
+    )
+    experience.advantages = whiten(advantages, mask) if config.whiten_advantages else advantages
+    experience.returns = returns
+
+
+def plot_curves(metrics_path: Path, out: Path) -> None:
+    """reward_mean and kl per iteration, one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [
+        json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
+    steps = [r["iteration"] for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    top.plot(steps, [r["reward_mean"] for r in rows])
+    top.set_ylabel("mean reward")
+    bottom.plot(steps, [r["kl"] for r in rows], color="tab:red")
+    bottom.set_ylabel("KL to reference")
+    bottom.set_xlabel("iteration")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def run_ppo(config: PPOConfig) -> Path:
+    """Run PPO (or a critic-free variant); returns the directory of the final policy."""
+    from transformers import AutoModelForSequenceClassification
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trackers = [t for t in config.report_to if t != "none"]
+    accelerator = make_accelerator(log_with=trackers or None, project_dir=str(out))
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+
+    tokenizer = load_tokenizer(config.policy)
+    records = read_prompts(config.prompts)
+    prompt_ids = [encode_prompt(tokenizer, r, config.max_prompt_tokens) for r in records]
+    pad_id = tokenizer.pad_token_id
+
+    policy = load_model(config.policy)
+    if config.lora_r:
+        from peft import LoraConfig, get_peft_model
+
+        policy = get_peft_model(
+            policy, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear")
+        )
+    reference = load_model(config.reference or config.policy).to(device).eval().requires_grad_(False)
+    reward = RewardSource(config.reward_model, config.reward_rule, device)
+    critic = None
+    if config.advantage == "gae":
+        source = config.reward_model if config.critic_init == "reward_model" else config.policy
+        critic = AutoModelForSequenceClassification.from_pretrained(
+            str(source), num_labels=1, dtype=torch.float32
+        )
+        critic.config.pad_token_id = pad_id
+    optimizers = [
+        torch.optim.AdamW(
+            [p for p in policy.parameters() if p.requires_grad],
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
+        )
+    ]
+    if critic is not None:
+        optimizers.append(
+            torch.optim.AdamW(
+                critic.parameters(), lr=config.critic_learning_rate, weight_decay=config.weight_decay
+            )
+        )
+        policy, critic, *optimizers = accelerator.prepare(policy, critic, *optimizers)
+    else:
+        policy, *optimizers = accelerator.prepare(policy, *optimizers)
+
+    checkpoints = CheckpointManager(out / "checkpoints", keep=config.keep_checkpoints)
+    start, kl_coef = 0, config.kl_coef
+    latest = checkpoints.latest() if config.resume else None
+    if latest is not None:
+        state = torch.load(latest / "state.pt", weights_only=False)
+        accelerator.unwrap_model(policy).load_state_dict(state["policy"])
+        if critic is not None:
+            accelerator.unwrap_model(critic).load_state_dict(state["critic"])
+        for optimizer, saved in zip(optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(saved)
+        set_rng_state(state["rng"][min(rank, len(state["rng"]) - 1)])
+        start, kl_coef = state["iteration"], state["kl_coef"]
+        log.info("resumed from %s at iteration %d", latest, start)
+    metrics_path = out / METRICS
+    if accelerator.is_main_process:
+        kept = []
+        if start and metrics_path.exists():
+            rows = metrics_path.read_text(encoding="utf-8").splitlines()
+            kept = [line for line in rows if line.strip() and json.loads(line)["iteration"] <= start]
+        metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    accelerator.init_trackers("ppo", config={"advantage": config.advantage, "kl_coef": config.kl_coef})
+
+    engine = make_engine(config, tokenizer)
+    unwrapped = accelerator.unwrap_model(policy)
+    if start:
+        engine.load_weights(engine_weights(unwrapped))
+    per_rank = config.prompts_per_iteration // world
+    sampling = dict(
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        n=config.samples_per_prompt,
+        stop_token_ids=(tokenizer.eos_token_id,),
+    )
+    bar = tqdm(
+        range(start, config.iterations),
+        initial=start,
+        total=config.iterations,
+        desc="ppo",
+        disable=not accelerator.is_local_main_process,
+    )
+    try:
+        for iteration in bar:
+            batch = prompt_batch(iteration, config.prompts_per_iteration, len(records), config.seed)
+            mine = batch[rank * per_rank : (rank + 1) * per_rank]
+            t0 = time.perf_counter()
+            policy.eval()
+            rollouts = engine.generate(
+                [prompt_ids[i] for i in mine],
+                Sampling(**sampling, seed=config.seed * 1_000_003 + iteration * world + rank),
+            )
+            t1 = time.perf_counter()
+            experience, mismatch = make_experience(
+                rollouts,
+                [records[mine[r.prompt_index]] for r in rollouts],
+                policy,
+                reference,
+                critic,
+                reward,
+                pad_id,
+                config.temperature,
+                config.micro_batch_size,
+                device,
+            )
+            mask = experience.response_mask
+            kl = (kl_penalty(experience.old_logprobs, experience.ref_logprobs) * mask).sum(1).mean().item()
+            compute_advantages(experience, kl_coef, config)
+            t2 = time.perf_counter()
+            policy.train()
+            if critic is not None:
+                critic.train()
+            train_stats = train_on(experience, policy, critic, optimizers, accelerator, config)
+            t3 = time.perf_counter()
+            engine.load_weights(engine_weights(unwrapped))
+            t4 = time.perf_counter()
+            total = t4 - t0
+            metrics = {
+                "iteration": iteration + 1,
+                "reward_mean": experience.scores.mean().item(),
+                "reward_std": experience.scores.std().item() if len(rollouts) > 1 else 0.0,
+                "kl": kl,
+                "kl_coef": kl_coef,
+                "response_length": mask.sum(1).mean().item(),
+                "advantage_mean": masked_mean(experience.advantages, mask).item(),
+                **train_stats,
+                **mismatch,
+                "time/generation": t1 - t0,
+                "time/scoring": t2 - t1,
+                "time/training": t3 - t2,
+                "time/sync": t4 - t3,
+                "time/generation_share": (t1 - t0) / total,
+                "time/sync_share": (t4 - t3) / total,
+                "prompts": batch,
+            }
+            if kl > config.kl_bound:
+                kl_coef *= 2
+            accelerator.log({k: v for k, v in metrics.items() if k != "prompts"}, step=iteration + 1)
+            bar.set_postfix(
+                reward=f"{metrics['reward_mean']:.3f}",
+                kl=f"{kl:.3f}",
+                clip=f"{train_stats['clip_fraction']:.2f}",
+            )
+            if accelerator.is_main_process:
+                with open(metrics_path, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(metrics) + "\n")
+            done = iteration + 1
+            if config.save_every and done % config.save_every == 0 and done < config.iterations:
+                save_checkpoint(checkpoints, done, kl_coef, policy, critic, optimizers, accelerator)
+    finally:
+        engine.close()
+    save_checkpoint(checkpoints, config.iterations, kl_coef, policy, critic, optimizers, accelerator)
+    final = out / "policy"
+    if accelerator.is_main_process:
+        model = unwrapped.merge_and_unload() if config.lora_r else unwrapped
+        model.save_pretrained(final)
+        tokenizer.save_pretrained(final)
+        plot_curves(metrics_path, out / "curves.png")
+        log.info("final policy in %s; curves in %s", final, out / "curves.png")
+    checkpoints.close()
+    accelerator.end_training()
+    return final
+
+
+def save_checkpoint(checkpoints, iteration, kl_coef, policy, critic, optimizers, accelerator) -> None:
+    """Policy, critic, optimizers, KL coefficient and RNG; the prompt position is `iteration`."""
+    rngs = accelerator.gather_for_metrics([rng_state()], use_gather_object=True)
+    if not accelerator.is_main_process:
+        return
+    state = {
+        "iteration": iteration,
+        "kl_coef": kl_coef,
+        "policy": cpu_copy(accelerator.unwrap_model(policy).state_dict()),
+        "critic": None if critic is None else cpu_copy(accelerator.unwrap_model(critic).state_dict()),
+        "optimizers": [cpu_copy(o.state_dict()) for o in optimizers],
+        "rng": rngs,
+    }
+    checkpoints.save(
+        iteration,
+        lambda directory: torch.save(state, directory / "state.pt"),
+        {"iteration": iteration, "prompt_position": iteration},
+        blocking=True,
+    )
