@@ -1,0 +1,236 @@
+"""Filling the preference store (`align label add`) and exporting it for `align rm` (`align label export`).
+
+Export rule (TRL's conversational preference format: `prompt` = messages, `chosen` / `rejected` =
+one assistant message each):
+- Per criterion, the labels of one response pair (by every annotator who saw it, in any A/B order)
+  are counted: votes for each response; `tie` and `both_bad` vote for neither.
+- The response with more votes is `chosen`; equal votes (including all-tie and all-both-bad pairs)
+  give no row, because they carry no preference between the two.
+- `margin` = (votes for chosen - votes for rejected) / labels of the pair, in (0, 1]: 1 when every
+  annotator agreed. TRL's RewardTrainer subtracts it inside the loss, so clearer pairs push harder.
+- A rewrite is a human response written to be better than what was shown: each gives rows
+  rewrite > A and rewrite > B (margin 1, that annotator only), also when the verdict was both_bad.
+- `annotators` lists the names behind a row; `comparison_id` ties rows back to the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from align.errors import InputError
+from rewards.label_config import LabelAddConfig, LabelExportConfig
+from rewards.store import LabelRecord, PreferenceStore, check_messages
+
+log = logging.getLogger(__name__)
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a bad line is an InputError naming it."""
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict) or "prompt" not in row:
+                raise InputError(f"{path}:{number}: expected an object with a 'prompt' key")
+            yield number, row
+
+
+def read_comparisons(path: Path) -> list[tuple[list[dict[str, str]], list[dict[str, Any]]]]:
+    """Prompts with two or more responses each (strings, or {"text", "model", "checkpoint"})."""
+    items = []
+    for number, row in read_jsonl(path):
+        where = f"{path}:{number}"
+        responses = row.get("responses")
+        if not isinstance(responses, list) or len(responses) < 2:
+            raise InputError(f"{where}: 'responses' must be a list of two or more responses")
+        parsed = []
+        for r in responses:
+            r = {"text": r} if isinstance(r, str) else r
+            if not isinstance(r, dict) or not isinstance(r.get("text"), str):
+                raise InputError(f"{where}: a response must be a string or an object with a 'text' string")
+            parsed.append({"text": r["text"], "model": r.get("model"), "checkpoint": r.get("checkpoint")})
+        items.append((check_messages(row["prompt"], where), parsed))
+    return items
+
+
+def generate_comparisons(config: LabelAddConfig) -> list[tuple[list[dict[str, str]], list[dict[str, Any]]]]:
+    """k candidates per prompt from each checkpoint, through a rollout engine, one comparison per prompt."""
+    from rollouts.base import Sampling
+
+    assert config.prompts is not None
+    prompts = [
+        check_messages(row["prompt"], f"{config.prompts}:{n}") for n, row in read_jsonl(config.prompts)
+    ]
+    candidates: list[list[dict[str, Any]]] = [[] for _ in prompts]
+    sampling = Sampling(
+        max_new_tokens=config.max_new_tokens, temperature=config.temperature, n=config.k, seed=config.seed
+    )
+    for checkpoint in config.checkpoints:
+        engine = _engine(config, checkpoint)
+        try:
+            tokenizer = engine.tokenizer
+            ids = [
+                tokenizer.encode(
+                    tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False),
+                    add_special_tokens=False,
+                )
+                for m in prompts
+            ]
+            log.info("generating %d x %d candidates with %s", len(ids), config.k, checkpoint)
+            for rollout in engine.generate(ids, sampling):
+                candidates[rollout.prompt_index].append(
+                    {
+                        "text": rollout.text.strip(),
+                        "model": Path(checkpoint).name,
+                        "checkpoint": str(checkpoint),
+                    }
+                )
+        finally:
+            engine.close()
+    return list(zip(prompts, candidates, strict=True))
+
+
+def _engine(config: LabelAddConfig, checkpoint: str) -> Any:
+    if config.engine == "vllm":
+        from rollouts.vllm_engine import VLLMEngine
+
+        return VLLMEngine(checkpoint, seed=config.seed)
+    from rollouts.hf_engine import HFEngine
+
+    return HFEngine(checkpoint)
+
+
+def add_to_store(config: LabelAddConfig) -> dict[str, int]:
+    """`align label add`: import or generate comparisons, create annotators, assign the work."""
+    store = PreferenceStore(config.store)
+    try:
+        added = 0
+        if config.jsonl is not None:
+            added += len(store.add_comparisons(read_comparisons(config.jsonl)))
+        if config.prompts is not None:
+            added += len(store.add_comparisons(generate_comparisons(config)))
+        people = 0
+        if config.annotators is not None:
+            for number, row in _annotator_rows(config.annotators):
+                try:
+                    store.add_annotator(row["name"], row["password"], row.get("role", "annotator"))
+                except (KeyError, InputError) as err:
+                    raise InputError(f"{config.annotators}:{number}: {err}") from None
+                people += 1
+        assigned = store.assign(config.overlap, seed=config.seed) if store.annotators() else 0
+        total = store.comparison_count()
+        log.info(
+            "added %d comparisons (%d in the store), %d annotators, %d new assignments",
+            added,
+            total,
+            people,
+            assigned,
+        )
+        return {"added": added, "comparisons": total, "annotators": people, "assignments": assigned}
+    finally:
+        store.close()
+
+
+def _annotator_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+
+
+def preference_rows(
+    records: list[LabelRecord], criteria: list[str], min_margin: float = 0.0
+) -> list[dict[str, Any]]:
+    """TRL preference rows from labels, by the rule in this module's docstring."""
+    rows = []
+    for criterion in criteria:
+        pairs: dict[tuple[int, int, int], dict[str, Any]] = {}
+        for r in records:
+            low, high = sorted((r.response_a_id, r.response_b_id))
+            pair = pairs.setdefault(
+                (r.comparison_id, low, high),
+                {"messages": r.messages, "texts": {}, "votes": {low: 0, high: 0}, "labels": 0, "who": []},
+            )
+            pair["texts"].update({r.response_a_id: r.response_a, r.response_b_id: r.response_b})
+            pair["labels"] += 1
+            pair["who"].append(r.annotator)
+            winner = {"A": r.response_a_id, "B": r.response_b_id}.get(r.choices[criterion])
+            if winner is not None:
+                pair["votes"][winner] += 1
+        for (comparison_id, low, high), pair in pairs.items():
+            if pair["votes"][low] == pair["votes"][high]:
+                continue
+            chosen, rejected = (low, high) if pair["votes"][low] > pair["votes"][high] else (high, low)
+            margin = (pair["votes"][chosen] - pair["votes"][rejected]) / pair["labels"]
+            if margin >= min_margin:
+                rows.append(
+                    _row(
+                        pair["messages"],
+                        pair["texts"][chosen],
+                        pair["texts"][rejected],
+                        criterion,
+                        margin,
+                        pair["who"],
+                        comparison_id,
+                    )
+                )
+        for r in records:
+            if r.rewrite is not None:
+                for shown in (r.response_a, r.response_b):
+                    rows.append(
+                        _row(r.messages, r.rewrite, shown, criterion, 1.0, [r.annotator], r.comparison_id)
+                    )
+    return rows
+
+
+def _row(
+    messages: list[dict[str, str]],
+    chosen: str,
+    rejected: str,
+    criterion: str,
+    margin: float,
+    who: list[str],
+    comparison_id: int,
+) -> dict[str, Any]:
+    return {
+        "prompt": messages,
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+        "criterion": criterion,
+        "margin": round(margin, 4),
+        "annotators": sorted(set(who)),
+        "comparison_id": comparison_id,
+    }
+
+
+def export_preferences(config: LabelExportConfig) -> Path:
+    """`align label export`: write TRL-format preference JSONL that `align rm` trains on."""
+    store = PreferenceStore(config.store)
+    try:
+        records = store.labels()
+    finally:
+        store.close()
+    rows = preference_rows(records, config.criteria, config.min_margin)
+    if not rows:
+        raise InputError(f"{config.store}: no preferences to export ({len(records)} labels, none decisive)")
+    config.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = config.output.with_suffix(config.output.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in tqdm(rows, desc="export", disable=len(rows) < 1000):
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(config.output)
+    log.info("wrote %d preference rows from %d labels to %s", len(rows), len(records), config.output)
+    return config.output
