@@ -114,6 +114,28 @@ class CheckpointManager:
             if not self.protect(read_meta(old)):
                 shutil.rmtree(old, ignore_errors=True)
 
+    def rewind(self, checkpoint: Path | None) -> list[Path]:
+        """Make `checkpoint` the latest again (None: no checkpoint); later ones move to `superseded/`.
+
+        For restarting a run from an earlier point (e.g. a phase boundary): the abandoned branch is
+        kept for inspection but no longer counts for `latest` or retention. Returns the moved paths.
+        """
+        self.wait()
+        later = [p for p in self.list() if checkpoint is None or p.name > Path(checkpoint).name]
+        aside = self.root / "superseded"
+        moved = []
+        for path in later:
+            aside.mkdir(exist_ok=True)
+            target = aside / path.name
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(path, target)
+            moved.append(target)
+        if checkpoint is None:
+            (self.root / LATEST).unlink(missing_ok=True)
+        else:
+            _write_atomically(self.root / LATEST, Path(checkpoint).name)
+        return moved
+
     def list(self) -> list[Path]:
         """Complete checkpoints, oldest first."""
         return sorted(p for p in self.root.glob("step-*") if p.is_dir() and not p.name.endswith(TMP_SUFFIX))

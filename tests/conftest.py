@@ -89,3 +89,177 @@ def vllm_engine(tiny_model_dir: Path):
     engine = VLLMEngine(tiny_model_dir, max_model_len=512, kv_cache_gib=1)
     yield engine
     engine.close()
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (loopback)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One `align serve` process over `tiny_model_dir` on a free loopback port, for the session.
+
+    Yields the `ServeConfig` it runs (`.port`, `.api_key`, `.served_model_name`); the server's
+    base URL is `http://127.0.0.1:{port}` and its log is `config.log_file`.
+    """
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from align.serve import ServeConfig
+
+    config = ServeConfig(
+        checkpoint=tiny_model_dir,
+        port=free_port(),
+        api_key="test-key",
+        served_model_name="tiny",
+        log_file=tmp_path_factory.mktemp("vllm-server") / "server.log",
+    )
+    command = [sys.executable, "-m", "align.cli", "serve", str(config.checkpoint), "--port", str(config.port)]
+    command += ["--api_key", config.api_key, "--served_model_name", config.served_model_name]
+    command += ["--log_file", str(config.log_file)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 240
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"align serve exited early: {process.stdout.read().decode()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{config.port}/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("align serve did not come up") from None
+                time.sleep(0.5)
+        yield config
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- pretrain (issue 3/7): a small mixed-language corpus, a two-phase recipe, one uninterrupted run ---
+
+
+@pytest.fixture(scope="session")
+def pretrain_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A JSONL shard in the corpus stage's format (id, text, lang, source): en, zh and math rows."""
+    import json
+
+    path = tmp_path_factory.mktemp("pretrain-corpus") / "shard-00000.jsonl"
+    langs = ["en", "zh", "math"]
+    with open(path, "w", encoding="utf-8") as handle:
+        for i, text in enumerate(tiny_texts(900, seed=1)):
+            row = {"id": f"doc-{i}", "text": text, "lang": langs[i % 3], "source": "tests"}
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pretrain_recipe(tiny_model_dir: Path, pretrain_corpus: Path):
+    """`make(output_dir, **fields) -> recipe path`: two 5-step phases whose mixtures differ."""
+    import yaml
+
+    def make(output_dir: Path, **fields) -> Path:
+        phase = {"batch_size": 4, "seq_len": 32, "max_steps": 5, "lr": 3e-3, "warmup_ratio": 0.2}
+        recipe = {
+            "model": "tiny",
+            "tokenizer": str(tiny_model_dir),
+            "output_dir": str(output_dir),
+            "save_steps": 2,
+            "keep": 2,
+            "report_to": ["none"],
+            "peak_flops": 1e11,
+            "sources": [
+                {"name": "en", "path": str(pretrain_corpus), "lang": ["en"]},
+                {"name": "zh", "path": str(pretrain_corpus), "lang": ["zh"]},
+                {"name": "other", "path": str(pretrain_corpus), "exclude_lang": ["en", "zh"]},
+            ],
+            "phases": [
+                {**phase, "mixture": {"en": 0.6, "zh": 0.3, "other": 0.1}},
+                {**phase, "mixture": {"en": 0.2, "zh": 0.3, "other": 0.5}, "lr": 1e-3},
+            ],
+            **fields,
+        }
+        path = Path(output_dir).with_suffix(".yaml")
+        path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+        return path
+
+    return make
+
+
+def _run_align(args: list[str], timeout: int = 300):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "align.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
+
+
+@pytest.fixture(scope="session")
+def run_align():
+    """`run_align(args) -> CompletedProcess`: `python -m align.cli ARGS` in a real subprocess."""
+    return _run_align
+
+
+@pytest.fixture(scope="session")
+def pretrain_baseline(pretrain_recipe, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The output directory of one uninterrupted single-process run of the two-phase recipe."""
+    out = tmp_path_factory.mktemp("pretrain-baseline") / "run"
+    result = _run_align(["pretrain", "--config", str(pretrain_recipe(out))])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+# --- corpus (issue 2/7): a planted corpus, a quality scorer trained on its gold part, one cleaned run ---
+
+
+@pytest.fixture(scope="session")
+def planted_corpus(tmp_path_factory: pytest.TempPathFactory):
+    """`align.corpus.planted.PlantedCorpus`: real fortunes plus junk, near-dups, repeated paragraphs."""
+    from align.corpus.planted import make_planted_corpus
+
+    return make_planted_corpus(tmp_path_factory.mktemp("planted"))
+
+
+@pytest.fixture(scope="session")
+def corpus_quality_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fastText quality scorer trained on the 360 sample fortunes vs degraded copies."""
+    from align.corpus.config import QualityTrainConfig
+    from align.corpus.planted import SAMPLE
+    from align.corpus.quality import train_quality
+
+    out = tmp_path_factory.mktemp("quality")
+    return train_quality(QualityTrainConfig(gold=[SAMPLE], output_dir=out, epochs=20))
+
+
+@pytest.fixture(scope="session")
+def corpus_config(planted_corpus, corpus_quality_model, tmp_path_factory: pytest.TempPathFactory):
+    """`corpus_config(**overrides)`: a CorpusConfig over the planted corpus, into a fresh directory."""
+    from align.corpus.config import CorpusConfig
+
+    def make(**overrides):
+        values = dict(inputs=planted_corpus.files, output_dir=tmp_path_factory.mktemp("corpus") / "out",
+                      quality_model=corpus_quality_model, tasks=3, workers=2)  # fmt: skip
+        return CorpusConfig(**{**values, **overrides})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def planted_output(corpus_config) -> Path:
+    """The cleaned planted corpus (2 workers, 3 filter tasks)."""
+    from align.corpus.pipeline import run_corpus
+
+    return run_corpus(corpus_config())

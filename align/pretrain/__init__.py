@@ -1,0 +1,1 @@
+"""Multi-phase progressive pretraining: phase plan, mixture ledger, packing, schedule, recovery."""

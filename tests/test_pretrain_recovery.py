@@ -1,0 +1,85 @@
+"""Crash and spike recovery: real SIGKILLs (mid-step, mid-checkpoint) and an injected loss spike."""
+
+import json
+import random
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from align.checkpoint import CheckpointManager
+from align.config import load_config
+from align.pretrain.config import PretrainConfig
+from align.pretrain.loop import run_pretrain
+
+
+def final_weights(run):
+    return load_file(run / "final" / "model.safetensors")
+
+
+def consumed_ids(run):
+    latest = CheckpointManager(run / "checkpoints").latest()
+    return json.loads((latest / "ledger.json").read_text())["consumed"]
+
+
+def assert_same_as_baseline(run, baseline):
+    ours, theirs = final_weights(run), final_weights(baseline)
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)  # bit-identical
+    assert consumed_ids(run) == consumed_ids(baseline)
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_steps_then_resume_auto_reproduces_the_uninterrupted_run(
+    pretrain_recipe, pretrain_baseline, run_align, tmp_path
+):
+    run = tmp_path / "run"
+    recipe = pretrain_recipe(run)
+    kill_steps = sorted(random.Random(7).sample(range(1, 10), 3))
+    for step in kill_steps:
+        killed = run_align(
+            ["pretrain", "--config", str(recipe), "--resume", "auto", "--test_kill_at_step", str(step)]
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        assert not (run / "final").exists()
+    finished = run_align(["pretrain", "--config", str(recipe), "--resume", "auto"])
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "resumed from" in finished.stderr
+    assert_same_as_baseline(run, pretrain_baseline)
+
+
+@pytest.mark.slow
+def test_kill_while_writing_a_checkpoint_leaves_latest_on_a_complete_one(
+    pretrain_recipe, pretrain_baseline, run_align, tmp_path
+):
+    run = tmp_path / "run"
+    recipe = pretrain_recipe(run)
+    killed = run_align(["pretrain", "--config", str(recipe), "--test_kill_in_checkpoint", "6"])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    root = run / "checkpoints"
+    partial = root / "step-00000006.tmp"
+    assert (partial / "model.safetensors").is_file() and not (partial / "optimizer.pt").exists()
+    assert (root / "latest").read_text().strip() == "step-00000005"  # phase 1's end, complete
+    assert {"optimizer.pt", "ledger.json", "checkpoint.json"} <= {
+        p.name for p in (root / "step-00000005").iterdir()
+    }
+    finished = run_align(["pretrain", "--config", str(recipe), "--resume", "auto"])
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert not partial.exists()
+    assert_same_as_baseline(run, pretrain_baseline)
+
+
+@pytest.mark.slow
+def test_injected_loss_spike_rolls_back_skips_the_batch_and_finishes(pretrain_recipe, tmp_path):
+    run = tmp_path / "run"
+    config = load_config(PretrainConfig, pretrain_recipe(run), {"test_spike_at_step": 7})
+    final = run_pretrain(config)
+    assert (final / "model.safetensors").is_file()
+    ledger = json.loads((CheckpointManager(run / "checkpoints").latest() / "ledger.json").read_text())
+    assert [s["step"] for s in ledger["skipped"]] == [7]
+    assert any("loss spike" in e and "at step 7" in e for e in ledger["events"])
+    skipped_ids = set(ledger["skipped"][0]["ids"])
+    assert skipped_ids and not skipped_ids & set(ledger["consumed"])
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 10  # the plan's 2 x 5 steps all trained
