@@ -88,10 +88,12 @@ def check_rules(text: str, t: RuleThresholds) -> tuple[str | None, str]:
     dup_chars = sum(len(line) * c for line, c in line_counts.items() if c > 1)
     if dup_chars / sum(len(line) for line in non_empty) > t.max_duplicate_line_chars:
         return f"duplicate_lines ({dup_chars} chars)", text
-    top = repeated_ngram_chars(tokens, 2, top_only=True)
+    # A CJK "word" here is one character, about half a real word: compare n-grams of twice the length.
+    scale = 2 if len(tokens) - len(latin) > len(tokens) / 2 else 1
+    top = repeated_ngram_chars(tokens, 2 * scale, top_only=True)
     if top > t.max_top_ngram_chars:
         return f"top_2gram ({top:.2f})", text
-    rep = repeated_ngram_chars(tokens, 5, top_only=False)
+    rep = repeated_ngram_chars(tokens, 5 * scale, top_only=False)
     if rep > t.max_repeated_5gram_chars:
         return f"repeated_5grams ({rep:.2f})", text
     return None, text

@@ -1,12 +1,18 @@
 """Assemble Debian's fortune packages into JSONL: the demo's real multilingual raw corpus.
 
     python data/fortunes/build.py            # -> data/cache/fortunes/jsonl/<package>.jsonl
+    python data/fortunes/build.py --sample   # also rewrite data/fortunes/sample.jsonl
 
 Each package is fetched once with `apt-get download` (no install, no root needed for the
 download itself) into `data/cache/fortunes/debs/`, unpacked with `dpkg-deb -x`, and every
 fortune (entries are separated by a line holding `%`) becomes one JSON line:
 `{"id": "fortunes-zh/tang300#12", "text": ..., "source": "fortunes-zh"}`. The language is NOT
 written: finding it is the corpus stage's job. Re-running reuses the cached downloads.
+
+`--sample` rewrites the small committed slice the tests use: 60 well-formed fortunes per
+language (120-900 characters, no two similar), labelled with the
+package's language, minus two entries that are not in that language (a Latin poem in
+fortunes-de, ASCII art in fortunes-es).
 """
 
 from __future__ import annotations
@@ -20,6 +26,13 @@ from pathlib import Path
 
 PACKAGES = ("fortunes", "fortunes-zh", "fortunes-de", "fortunes-ru", "fortunes-es", "fortunes-it")
 """English, Chinese (incl. 313 Tang poems in `tang300`), German, Russian, Spanish, Italian."""
+LANGUAGES = {"fortunes": "en", "fortunes-zh": "zh", "fortunes-de": "de", "fortunes-ru": "ru",
+             "fortunes-es": "es", "fortunes-it": "it"}  # fmt: skip
+NOT_IN_PACKAGE_LANGUAGE = {
+    "fortunes-de/fortunes/de/zitate#7400",
+    "fortunes-es/fortunes/es/varios.fortunes#14",
+}
+SAMPLE = Path(__file__).with_name("sample.jsonl")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -85,6 +98,39 @@ def build(cache: Path) -> list[Path]:
     return written
 
 
+def write_sample(jsonl_dir: Path, per_language: int = 60) -> None:
+    """The test slice (see the module docstring), deterministic given the packages."""
+    import hashlib
+
+    from align.corpus.text import shingles
+
+    chosen: list[dict] = []
+    for package, lang in LANGUAGES.items():
+        records = [json.loads(line) for line in (jsonl_dir / f"{package}.jsonl").open(encoding="utf-8")]
+        shortest = 120 if lang == "zh" else 250
+        records = [
+            r for r in records
+            if shortest <= len(r["text"]) <= 900 and r["id"] not in NOT_IN_PACKAGE_LANGUAGE
+        ]  # fmt: skip
+        records.sort(key=lambda r: hashlib.md5(r["id"].encode()).hexdigest())
+        if lang == "zh":  # some Tang poems first
+            tang = [r for r in records if "tang300" in r["id"]][:15]
+            records = tang + [r for r in records if "tang300" not in r["id"]]
+        picked: list[set[str]] = []
+        for r in records:
+            grams = set(shingles(r["text"]))
+            if any(len(grams & other) / len(grams | other) > 0.3 for other in picked):
+                continue
+            picked.append(grams)
+            chosen.append({**r, "lang": lang})
+            if len(picked) == per_language:
+                break
+    with SAMPLE.open("w", encoding="utf-8") as f:
+        for r in chosen:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    print(f"{SAMPLE}: {len(chosen)} fortunes", file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -92,7 +138,11 @@ def main() -> None:
     parser.add_argument(
         "--cache", type=Path, default=Path(__file__).resolve().parents[1] / "cache" / "fortunes"
     )
-    build(parser.parse_args().cache)
+    parser.add_argument("--sample", action="store_true", help="also rewrite data/fortunes/sample.jsonl")
+    args = parser.parse_args()
+    build(args.cache)
+    if args.sample:
+        write_sample(args.cache / "jsonl")
 
 
 if __name__ == "__main__":
