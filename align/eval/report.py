@@ -1,0 +1,199 @@
+"""`align eval report`: Markdown and LaTeX tables and bar charts from a saved results.json.
+
+One table per benchmark that has categories or subjects (MMLU: Humanities, STEM, Social Science,
+Other, Average, as in the seed's Table 4) and one overview table of every benchmark's headline
+score. Rows are the evaluated checkpoints, then the reference rows (published numbers) of a YAML
+file. In each column the best value is bold and the second best underlined, as in the seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from align.errors import InputError
+from align.eval.config import ReportConfig
+
+log = logging.getLogger(__name__)
+
+AVERAGE = "Average"
+
+
+@dataclass
+class Table:
+    """A score table: rows of models, columns of categories or benchmarks (None: not reported)."""
+
+    name: str
+    title: str
+    columns: list[str]
+    rows: dict[str, list[float | None]]
+    higher_is_better: list[bool]
+
+    def marks(self) -> dict[tuple[str, int], str]:
+        """(row, column) -> 'best' or 'second', per column; ties share a mark."""
+        marks = {}
+        for j, higher in enumerate(self.higher_is_better):
+            values = sorted({r[j] for r in self.rows.values() if r[j] is not None}, reverse=higher)
+            for label, row in self.rows.items():
+                if row[j] is not None and row[j] in values[:2]:
+                    marks[label, j] = "best" if row[j] == values[0] else "second"
+        return marks
+
+
+def read_references(path: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """Reference rows: model -> benchmark -> {column title or 'overall': score in percent}."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise InputError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    models = data.get("models")
+    if not isinstance(models, dict):
+        raise InputError(f"{path}: expected a 'models' mapping of model -> benchmark -> scores")
+    return models
+
+
+def build_tables(results: dict[str, Any], references: dict[str, dict[str, dict[str, float]]]) -> list[Table]:
+    """The per-benchmark tables (those with columns) and the overview table."""
+    scores = {label: model["scores"] for label, model in results["models"].items()}
+    for label, benchmarks in references.items():
+        scores.setdefault(label, {})
+        for name, values in benchmarks.items():
+            columns = {k: float(v) for k, v in values.items() if k != "overall"}
+            overall = values.get("overall", values.get(AVERAGE))
+            scores[label][name] = {"overall": None if overall is None else float(overall), "columns": columns}
+    tables = []
+    benchmarks = results["benchmarks"]
+    for name, info in benchmarks.items():
+        if not info["columns"]:
+            continue
+        rows = {}
+        for label, by_bench in scores.items():
+            entry = by_bench.get(name)
+            if entry is not None:
+                rows[label] = [entry["columns"].get(c) for c in info["columns"]] + [entry["overall"]]
+        higher = [info["higher_is_better"]] * (len(info["columns"]) + 1)
+        tables.append(Table(name, info["title"], [*info["columns"], AVERAGE], rows, higher))
+    names = list(benchmarks)
+    overview = {
+        label: [by_bench[n]["overall"] if n in by_bench else None for n in names]
+        for label, by_bench in scores.items()
+    }
+    higher = [benchmarks[n]["higher_is_better"] for n in names]
+    tables.append(
+        Table("overview", "All benchmarks", [benchmarks[n]["title"] for n in names], overview, higher)
+    )
+    return tables
+
+
+def _cell(value: float | None, mark: str | None, latex: bool) -> str:
+    if value is None:
+        return "--" if latex else "–"
+    text = f"{value:.1f}"
+    if mark == "best":
+        return rf"\textbf{{{text}}}" if latex else f"**{text}**"
+    if mark == "second":
+        return rf"\underline{{{text}}}" if latex else f"<u>{text}</u>"
+    return text
+
+
+def to_markdown(table: Table) -> str:
+    """A GitHub Markdown table: best **bold**, second <u>underlined</u>."""
+    marks = table.marks()
+    lines = [
+        f"**{table.title}**",
+        "",
+        "| Model | " + " | ".join(table.columns) + " |",
+        "|---|" + "---:|" * len(table.columns),
+    ]
+    for label, row in table.rows.items():
+        cells = [_cell(v, marks.get((label, j)), latex=False) for j, v in enumerate(row)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _latex_escape(text: str) -> str:
+    for char, escaped in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("_", r"\_"),
+        ("#", r"\#"),
+    ):
+        text = text.replace(char, escaped)
+    return text
+
+
+def to_latex(table: Table) -> str:
+    """A LaTeX `table` (needs only the base LaTeX kernel): best \\textbf, second \\underline."""
+    marks = table.marks()
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\begin{tabular}{l" + "r" * len(table.columns) + "}",
+        r"\hline",
+        "Model & " + " & ".join(_latex_escape(c) for c in table.columns) + r" \\",
+        r"\hline",
+    ]
+    for label, row in table.rows.items():
+        cells = [_cell(v, marks.get((label, j)), latex=True) for j, v in enumerate(row)]
+        lines.append(_latex_escape(label) + " & " + " & ".join(cells) + r" \\")
+    lines += [
+        r"\hline",
+        r"\end{tabular}",
+        rf"\caption{{{_latex_escape(table.title)}}}",
+        rf"\label{{tab:{table.name.replace('_', '-')}}}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(table: Table, path: Path) -> None:
+    """A grouped bar chart: one group per column, one bar per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(table.rows)
+    width = 0.8 / max(len(labels), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(table.columns) + 2), 4))
+    for i, label in enumerate(labels):
+        xs = [j + i * width for j in range(len(table.columns))]
+        ax.bar(xs, [v if v is not None else 0.0 for v in table.rows[label]], width, label=label)
+    ax.set_xticks([j + width * (len(labels) - 1) / 2 for j in range(len(table.columns))], table.columns)
+    ax.set_ylabel("score (%)")
+    ax.set_title(table.title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def render_report(config: ReportConfig) -> list[Path]:
+    """Write `{name}.md`, `{name}.tex`, `{name}.png` per table and `report.md`; the paths written."""
+    results = json.loads((config.output_dir / "results.json").read_text(encoding="utf-8"))
+    reference_file = config.references or (Path(results["references"]) if results.get("references") else None)
+    references = read_references(reference_file) if reference_file else {}
+    tables = build_tables(results, references)
+    if config.models:
+        for table in tables:
+            table.rows = {m: table.rows[m] for m in config.models if m in table.rows}
+    out = config.output_dir / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for table in tables:
+        for suffix, text in ((".md", to_markdown(table)), (".tex", to_latex(table))):
+            (out / f"{table.name}{suffix}").write_text(text, encoding="utf-8")
+            written.append(out / f"{table.name}{suffix}")
+        bar_chart(table, out / f"{table.name}.png")
+        written.append(out / f"{table.name}.png")
+    report = "\n".join(to_markdown(t) + f"\n![{t.title}](tables/{t.name}.png)\n" for t in tables)
+    (config.output_dir / "report.md").write_text(report, encoding="utf-8")
+    written.append(config.output_dir / "report.md")
+    log.info("wrote %d tables to %s", len(tables), out)
+    return written

@@ -1,0 +1,124 @@
+"""`align eval`: score checkpoints on local benchmark files with lm-evaluation-harness.
+
+For each model: build an lm-eval `LM` (in-process vLLM, lm-eval's `hf`, or an OpenAI-compatible
+endpoint), run the rendered tasks, keep each benchmark's headline and per-category scores, and
+write everything to `results.json`; then render the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import logging
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from align.eval.benchmarks import BENCHMARKS, RenderedTasks, render_tasks
+from align.eval.config import EvalConfig, ReportConfig
+
+log = logging.getLogger(__name__)
+
+
+def run_eval(config: EvalConfig) -> dict[str, Any]:
+    """Evaluate every model of `config` and write `output_dir/results.json` (and the report)."""
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    rendered = render_tasks(config.benchmarks, config.output_dir / "tasks")
+    models, raw = {}, {}
+    for label, location in config.models.items():
+        log.info("evaluating %s (%s) on %s", label, location, ", ".join(rendered.tasks))
+        lm = _make_lm(config, location)
+        try:
+            results = evaluate(lm, rendered, limit=config.limit, seed=config.seed)
+        finally:
+            del lm
+            gc.collect()
+        models[label] = {"checkpoint": location, "scores": headline_scores(results, rendered)}
+        raw[label] = results
+    saved = {
+        "benchmarks": {
+            name: {
+                "title": BENCHMARKS[name].title,
+                "metric": BENCHMARKS[name].metric,
+                "higher_is_better": BENCHMARKS[name].higher_is_better,
+                "columns": list(rendered.columns.get(name, {}).values()),
+            }
+            for name in rendered.tasks
+        },
+        "models": models,
+        "references": str(config.references) if config.references else None,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()},
+        "lm_eval": raw,
+    }
+    path = config.output_dir / "results.json"
+    path.write_text(json.dumps(saved, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    log.info("wrote %s", path)
+    if config.report:
+        from align.eval.report import render_report
+
+        render_report(ReportConfig(output_dir=config.output_dir, references=config.references))
+    return saved
+
+
+def evaluate(lm: Any, rendered: RenderedTasks, limit: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """Run lm-eval on the rendered tasks with an `LM` (or an lm-eval model name); its `results`."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=list(rendered.tasks.values()),
+        task_manager=TaskManager(include_path=str(rendered.include_path)),
+        limit=limit,
+        log_samples=False,
+        bootstrap_iters=0,
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
+        confirm_run_unsafe_code=True,  # code runs in align.eval.sandbox
+    )
+    return out["results"]
+
+
+def metric_value(results: dict[str, Any], task: str, metric: str) -> float:
+    """A task's metric from lm-eval results, whatever filter it ran under (`acc,none`, `exact_match,strict-match`)."""
+    entry = results[task]
+    for key, value in entry.items():
+        if key.split(",")[0] == metric and not key.endswith("_stderr") and isinstance(value, int | float):
+            return float(value)
+    raise KeyError(f"{task}: no {metric} in lm-eval results ({', '.join(entry)})")
+
+
+def headline_scores(results: dict[str, Any], rendered: RenderedTasks) -> dict[str, dict[str, Any]]:
+    """Per benchmark: the overall score and the per-category/subject columns, in percent."""
+    scores = {}
+    for name, task in rendered.tasks.items():
+        metric = BENCHMARKS[name].metric
+        columns = {
+            title: 100 * metric_value(results, sub, metric)
+            for sub, title in rendered.columns.get(name, {}).items()
+        }
+        scores[name] = {"overall": 100 * metric_value(results, task, metric), "columns": columns}
+    return scores
+
+
+def _make_lm(config: EvalConfig, location: str) -> Any:
+    if location.startswith(("http://", "https://")):
+        from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+        base = location.rstrip("/")
+        with urllib.request.urlopen(f"{base}/models", timeout=30) as response:  # noqa: S310 (user's own server)
+            served = json.load(response)["data"][0]["id"]
+        return LocalCompletionsAPI(base_url=f"{base}/completions", model=served, tokenizer_backend=None)
+    if config.backend == "hf":
+        from lm_eval.models.huggingface import HFLM
+
+        kwargs = {"max_length": config.max_model_len} if config.max_model_len else {}
+        return HFLM(
+            pretrained=location, dtype="float32", device="cpu", batch_size=config.batch_size, **kwargs
+        )
+    from align.eval.vllm_lm import VLLMEngineLM
+
+    return VLLMEngineLM.from_checkpoint(location, max_model_len=config.max_model_len, seed=config.seed)

@@ -1,0 +1,102 @@
+"""An lm-evaluation-harness `LM` over an in-process vLLM engine.
+
+Multiple choice is scored from vLLM's prompt log-probs (one forward pass per choice, the shared
+few-shot prefix served from vLLM's prefix cache); generation is greedy with the task's stop
+strings. Tokenisation goes through lm-eval's `TemplateLM`, exactly as its `hf` model does, so
+scores match lm-eval's HF path on the same checkpoint and files.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from lm_eval.api.model import TemplateLM
+
+log = logging.getLogger(__name__)
+
+
+class VLLMEngineLM(TemplateLM):
+    """lm-eval model backed by a `vllm.LLM` (created here from a checkpoint, or one passed in)."""
+
+    def __init__(self, llm: Any, max_gen_toks: int = 256) -> None:
+        super().__init__()
+        self.llm = llm
+        self.tokenizer = llm.get_tokenizer()
+        self.max_length = llm.llm_engine.model_config.max_model_len
+        self.max_gen_toks = max_gen_toks
+
+    @classmethod
+    def from_checkpoint(cls, path: str, max_model_len: int | None = None, seed: int = 0) -> VLLMEngineLM:
+        """Start an engine for an HF checkpoint directory (float32, eager: CPU-friendly)."""
+        from vllm import LLM
+
+        llm = LLM(model=path, dtype="float32", max_model_len=max_model_len, enforce_eager=True, seed=seed)
+        return cls(llm)
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        # Same choice as lm-eval's HFLM: BOS when the tokenizer has one, else EOS.
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None else self.tokenizer.eos_token_id
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
+        if add_special_tokens is None:
+            return self.tokenizer.encode(string)
+        return self.tokenizer.encode(string, add_special_tokens=add_special_tokens)
+
+    def _loglikelihood_tokens(self, requests: list, disable_tqdm: bool = False, **kwargs: Any) -> list:
+        from vllm import SamplingParams
+
+        prompts, spans = [], []
+        for _, context_enc, continuation_enc in requests:
+            whole = (context_enc + continuation_enc)[-self.max_length :]
+            prompts.append({"prompt_token_ids": whole})
+            spans.append((len(whole) - len(continuation_enc), whole))
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1, detokenize=False)
+        outputs = self.llm.generate(prompts, params, use_tqdm=not disable_tqdm)
+        results = []
+        for (key, _, _), (start, whole), output in zip(requests, spans, outputs, strict=True):
+            logprob, greedy = 0.0, True
+            for position in range(start, len(whole)):
+                entry = output.prompt_logprobs[position][whole[position]]
+                logprob += entry.logprob
+                greedy = greedy and entry.rank == 1
+            results.append((logprob, greedy))
+            if key is not None:
+                self.cache_hook.add_partial("loglikelihood", key, (logprob, greedy))
+        return results
+
+    def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list[float]:
+        pairs = [((None, None), [self.prefix_token_id], self.tok_encode(req.args[0])) for req in requests]
+        return [logprob for logprob, _ in self._loglikelihood_tokens(pairs, disable_tqdm)]
+
+    def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
+        from vllm import SamplingParams
+
+        prompts, params, stops = [], [], []
+        eos = self.tokenizer.decode([self.eot_token_id])
+        for request in requests:
+            context, gen_kwargs = request.args
+            kwargs = dict(gen_kwargs)
+            until = kwargs.pop("until", None) or []
+            until = [until] if isinstance(until, str) else list(until)
+            max_gen_toks = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
+            temperature = float(kwargs.pop("temperature", 0.0)) if kwargs.pop("do_sample", False) else 0.0
+            ids = self.tok_encode(context)[-(self.max_length - max_gen_toks) :]
+            prompts.append({"prompt_token_ids": ids})
+            params.append(SamplingParams(max_tokens=max_gen_toks, temperature=temperature, stop=until))
+            stops.append([*until, eos])
+        outputs = self.llm.generate(prompts, params, use_tqdm=not disable_tqdm)
+        texts = []
+        for request, output, until in zip(requests, outputs, stops, strict=True):
+            text = output.outputs[0].text
+            for stop in until:
+                text = text.split(stop)[0]
+            texts.append(text)
+            self.cache_hook.add_partial("generate_until", request.args, text)
+        return texts
