@@ -1,0 +1,108 @@
+"""Report tables: the seed's Table 4 marks (best bold, second underlined), LaTeX that compiles,
+Markdown and charts re-rendered from a saved results.json without re-running."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from align.cli import main
+from align.eval.config import ReportConfig
+from align.eval.report import render_report
+
+REFERENCES = Path(__file__).resolve().parent.parent / "align" / "eval" / "references" / "internlm_table4.yaml"
+COLUMNS = ["Humanities", "STEM", "Social Science", "Other"]
+
+
+def write_results(out: Path, models: dict | None = None) -> None:
+    """A results.json as `align eval` writes it, with MMLU's four category columns."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = {
+        "benchmarks": {
+            "mmlu": {"title": "MMLU", "metric": "acc", "higher_is_better": True, "columns": COLUMNS},
+            "gsm8k": {"title": "GSM8K", "metric": "exact_match", "higher_is_better": True, "columns": []},
+        },
+        "models": models or {},
+        "references": str(REFERENCES),
+    }
+    (out / "results.json").write_text(json.dumps(results), encoding="utf-8")
+
+
+def latex_rows(tex: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in tex.splitlines():
+        if line.endswith(r"\\") and not line.startswith("Model"):
+            label, *cells = (c.strip() for c in line.removesuffix(r"\\").split("&"))
+            rows[label] = cells
+    return rows
+
+
+def test_table4_latex_marks_best_bold_and_second_underlined(tmp_path):
+    write_results(tmp_path)
+    render_report(ReportConfig(output_dir=tmp_path))
+    rows = latex_rows((tmp_path / "tables" / "mmlu.tex").read_text())
+    assert list(rows) == ["GLM-130B", "LLaMA-65B", "ChatGPT", "InternLM"]
+    # Columns: Humanities, STEM, Social Science, Other, Average.
+    assert rows["ChatGPT"] == [
+        r"\textbf{74.8}",
+        r"\textbf{57.6}",
+        r"\textbf{77.9}",
+        r"\underline{69.8}",
+        r"\textbf{67.3}",
+    ]
+    assert rows["InternLM"] == [
+        r"\underline{69.3}", r"\underline{56.3}", r"\underline{75.1}", r"\textbf{70.4}", r"\underline{67.2}"
+    ]  # fmt: skip
+    assert rows["GLM-130B"] == ["42.8", "36.7", "48.3", "48.6", "44.8"]
+    assert rows["LLaMA-65B"] == ["61.8", "51.7", "72.9", "67.4", "63.4"]
+
+
+def test_evaluated_checkpoints_join_the_reference_rows_with_the_same_marks(tmp_path):
+    scores = {
+        "mmlu": {"overall": 99.0, "columns": dict.fromkeys(COLUMNS, 99.0)},
+        "gsm8k": {"overall": 5.0, "columns": {}},
+    }
+    write_results(tmp_path, {"sft": {"checkpoint": "x", "scores": scores}})
+    render_report(ReportConfig(output_dir=tmp_path))
+    markdown = (tmp_path / "tables" / "mmlu.md").read_text()
+    assert "| sft | **99.0** | **99.0** | **99.0** | **99.0** | **99.0** |" in markdown
+    assert "| ChatGPT | <u>74.8</u> | <u>57.6</u> | <u>77.9</u> | 69.8 | <u>67.3</u> |" in markdown
+    overview = (tmp_path / "tables" / "overview.md").read_text()
+    assert "| sft | **99.0** | **5.0** |" in overview
+
+
+@pytest.mark.skipif(
+    shutil.which("pdflatex") is None, reason="no TeX engine (apt-get install texlive-latex-base)"
+)
+def test_table4_latex_compiles(tmp_path):
+    write_results(tmp_path)
+    render_report(ReportConfig(output_dir=tmp_path))
+    document = tmp_path / "doc.tex"
+    document.write_text(
+        "\\documentclass{article}\\begin{document}\\input{tables/mmlu.tex}\\input{tables/overview.tex}\\end{document}\n"
+    )
+    done = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def test_align_eval_report_rerenders_from_saved_results(tmp_path):
+    write_results(tmp_path)
+    assert main(["eval", "report", "--output_dir", str(tmp_path)]) == 0
+    for name in ("mmlu", "overview"):
+        for suffix in (".md", ".tex"):
+            assert (tmp_path / "tables" / f"{name}{suffix}").stat().st_size > 0
+        assert (tmp_path / "tables" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![MMLU](tables/mmlu.png)" in (tmp_path / "report.md").read_text()
+
+
+def test_report_without_results_is_a_config_error(tmp_path, capsys):
+    assert main(["eval", "report", "--output_dir", str(tmp_path)]) == 2
+    assert "results.json not found" in capsys.readouterr().err
