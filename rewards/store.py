@@ -311,10 +311,17 @@ class PreferenceStore:
 
     # --- assignments
 
-    def assign(self, overlap: int = 1, annotators: Sequence[str] | None = None, seed: int = 0) -> int:
+    def assign(
+        self,
+        overlap: int = 1,
+        annotators: Sequence[str] | None = None,
+        seed: int = 0,
+        comparisons: Sequence[int] | None = None,
+    ) -> int:
         """Give each comparison to `overlap` annotators, balancing the load; returns new assignments.
 
-        Comparisons already assigned to enough annotators are left alone, so re-running after adding
+        `annotators` and `comparisons` (ids) restrict who gets work and which work (default: all).
+        Comparisons already assigned to enough of those annotators are left alone, so re-running after adding
         data assigns only the new work. The pair shown (for comparisons of more than two responses)
         is the same for every annotator of a comparison, so their labels can be compared; the A/B
         order is drawn per annotator.
@@ -339,7 +346,10 @@ class PreferenceStore:
                 if annotator_id in load:
                     load[annotator_id] += 1
             created = 0
-            for comparison in s.scalars(select(Comparison).order_by(Comparison.id)):
+            query = select(Comparison).order_by(Comparison.id)
+            if comparisons is not None:
+                query = query.where(Comparison.id.in_(list(comparisons)))
+            for comparison in s.scalars(query):
                 taken = have.get(comparison.id, set())
                 need = overlap - len(taken & set(load))
                 if need <= 0:
