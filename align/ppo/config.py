@@ -25,8 +25,9 @@ class PPOConfig:
     `messages` (a chat); any other fields (e.g. `answer`) are handed to the rule reward."""
     reward_model: Path | None = None
     """The reward model directory (from `align rm`); its score of prompt + response is the reward."""
-    reward_rule: str | None = None
-    """Instead of (or, with `reward_model`, added to) the RM: a rule reward from `rewards.rules` by name."""
+    reward_rule: Literal["rule_reward", "is_correct"] | None = None
+    """Instead of (or, with `reward_model`, added to) the RM: a rule from `rewards.rules` (`rule_reward`:
+    helpful/harmless/honest in [0, 1]; `is_correct`: 1 for a correct answer)."""
     reference: Path | None = None
     """The frozen reference for the KL penalty (default: `policy`)."""
     critic_init: Literal["reward_model", "policy"] = "reward_model"

@@ -91,49 +91,47 @@ def response_values(critic, input_ids, attention_mask, response_width: int) -> t
 
 
 class RewardSource:
-    """Scores responses: a reward model's scalar, a rule from `rewards.rules`, or their sum."""
+    """Scores replies: the reward model's scalar, a rule from `rewards.rules`, or their sum.
 
-    def __init__(self, reward_model: Path | None, rule: str | None, device: torch.device):
+    The RM sees the conversation rendered by the chat template exactly as it saw its training
+    pairs (`rewards.model.score`); a rule sees the prompt's messages and the reply's text.
+    """
+
+    def __init__(self, reward_model: Path | None, rule: str | None, tokenizer, device: torch.device):
         self.model = None
+        self.tokenizer = tokenizer
         if reward_model is not None:
-            from transformers import AutoModelForSequenceClassification
+            from rewards.model import load_reward_model
 
-            self.model = (
-                AutoModelForSequenceClassification.from_pretrained(
-                    str(reward_model), num_labels=1, dtype=torch.float32
-                )
-                .to(device)
-                .eval()
-            )
-            self.model.requires_grad_(False)
-        self.rule = None
-        if rule is not None:
-            rules = importlib.import_module("rewards.rules")
-            self.rule = rules.get_rule(rule)
+            self.model = load_reward_model(reward_model).to(device).requires_grad_(False)
+        self.rule = None if rule is None else getattr(importlib.import_module("rewards.rules"), rule)
 
-    @torch.no_grad()
-    def model_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The reward model's score of each [prompt | response] row (the head at the last real token)."""
-        last = attention_mask.shape[1] - 1 - attention_mask.flip(1).argmax(1)
-        inner = self.model
-        hidden = getattr(inner, inner.base_model_prefix)(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)
-        ).last_hidden_state
-        return inner.score(hidden[torch.arange(len(last)), last]).squeeze(-1).float()
+    def model_scores(self, texts: Sequence[str], records: Sequence[dict]) -> torch.Tensor:
+        from rewards.model import score
+
+        conversations = []
+        for text, record in zip(texts, records, strict=True):
+            messages = record.get("messages") or record["prompt"]
+            if isinstance(messages, str):
+                messages = [{"role": "user", "content": messages}]
+            conversations.append([*messages, {"role": "assistant", "content": text}])
+        return torch.tensor(score(self.model, self.tokenizer, conversations))
 
     def rule_scores(self, texts: Sequence[str], records: Sequence[dict]) -> torch.Tensor:
+        """`rule(prompt, reply)` per row (None, for a prompt that is not a demo task, counts 0)."""
         return torch.tensor(
-            [float(self.rule(text, record)) for text, record in zip(texts, records, strict=True)]
+            [
+                float(self.rule(r.get("messages") or r["prompt"], text) or 0.0)
+                for text, r in zip(texts, records, strict=True)
+            ]
         )
 
-    def __call__(
-        self, input_ids, attention_mask, texts: Sequence[str], records: Sequence[dict]
-    ) -> torch.Tensor:
-        scores = torch.zeros(len(texts), device=input_ids.device)
+    def __call__(self, texts: Sequence[str], records: Sequence[dict]) -> torch.Tensor:
+        scores = torch.zeros(len(texts))
         if self.model is not None:
-            scores = scores + self.model_scores(input_ids, attention_mask)
+            scores = scores + self.model_scores(texts, records)
         if self.rule is not None:
-            scores = scores + self.rule_scores(texts, records).to(scores.device)
+            scores = scores + self.rule_scores(texts, records)
         return scores
 
 
@@ -157,7 +155,7 @@ def make_experience(
     input_ids, attention_mask, response_mask = (t.to(device) for t in pad_rollouts(rollouts, pad_id))
     width = response_mask.shape[1]
     tokens = input_ids[:, -width:]
-    old, ref, values, scores = [], [], [], []
+    old, ref, values = [], [], []
     for start in range(0, len(rollouts), micro_batch_size):
         rows = slice(start, start + micro_batch_size)
         ids, attn = input_ids[rows], attention_mask[rows]
@@ -166,14 +164,14 @@ def make_experience(
         values.append(
             response_values(critic, ids, attn, width) if critic is not None else torch.zeros_like(old[-1])
         )
-        scores.append(reward(ids, attn, [r.text for r in rollouts[rows]], records[rows]))
+    scores = reward([r.text for r in rollouts], records).to(device)
     experience = Experience(
         input_ids=input_ids,
         attention_mask=attention_mask,
         response_mask=response_mask,
         old_logprobs=torch.cat(old) * response_mask,
         ref_logprobs=torch.cat(ref) * response_mask,
-        scores=torch.cat(scores),
+        scores=scores,
         values=torch.cat(values) * response_mask,
     )
     gaps = [

@@ -42,7 +42,7 @@ METRICS = "metrics.jsonl"
 
 
 def read_prompts(path: Path) -> list[dict]:
-    """The prompt records of a JSONL file; each needs `prompt` (text) or `messages` (a chat)."""
+    """The prompt records of a JSONL file; each needs `prompt` (text or a chat) or `messages` (a chat)."""
     records = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
@@ -60,9 +60,16 @@ def read_prompts(path: Path) -> list[dict]:
     return records
 
 
+def prompt_messages(record: dict) -> list[dict[str, str]] | str:
+    """A record's conversation so far (`messages`, or `prompt` as a chat or as plain user text)."""
+    return record.get("messages") or record["prompt"]
+
+
 def encode_prompt(tokenizer, record: dict, max_tokens: int) -> list[int]:
     """The chat-templated prompt up to the assistant's turn, truncated on the left."""
-    messages = record.get("messages") or [{"role": "user", "content": record["prompt"]}]
+    messages = prompt_messages(record)
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return tokenizer(text, add_special_tokens=False).input_ids[-max_tokens:]
 
@@ -80,23 +87,17 @@ def prompt_batch(iteration: int, per_iteration: int, n_prompts: int, seed: int) 
     return indices
 
 
-def make_engine(config: PPOConfig, tokenizer) -> RolloutEngine:
-    if config.engine == "vllm":
-        from rollouts.vllm_engine import VLLMEngine
+def make_engine(config: PPOConfig) -> RolloutEngine:
+    from rollouts.factory import EngineConfig, build_engine
 
-        return VLLMEngine(
-            config.policy,
-            max_model_len=config.max_prompt_tokens + config.max_new_tokens,
-            seed=config.seed,
-            kv_cache_gib=config.vllm_kvcache_gib,
-        )
-    if config.engine == "hf":
-        from rollouts.hf_engine import HFEngine
-
-        return HFEngine(load_model(config.policy), tokenizer)
-    from rollouts.server_engine import ServerEngine
-
-    return ServerEngine(config.server_url)
+    engine_config = EngineConfig(
+        kind=config.engine,
+        base_url=config.server_url or EngineConfig.base_url,
+        max_model_len=config.max_prompt_tokens + config.max_new_tokens,
+        kv_cache_gib=config.vllm_kvcache_gib,
+        seed=config.seed,
+    )
+    return build_engine(engine_config, config.policy)
 
 
 def engine_weights(policy) -> Iterator[tuple[str, torch.Tensor]]:
@@ -216,8 +217,12 @@ def plot_curves(metrics_path: Path, out: Path) -> None:
     plt.close(fig)
 
 
-def run_ppo(config: PPOConfig) -> Path:
-    """Run PPO (or a critic-free variant); returns the directory of the final policy."""
+def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
+    """Run PPO (or a critic-free variant); returns the directory of the final policy.
+
+    `engine`: a running engine of the same architecture to reuse (tests, notebooks); it receives
+    the policy's weights first and is left open. Default: a new one as `config.engine` says.
+    """
     from transformers import AutoModelForSequenceClassification
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -243,7 +248,7 @@ def run_ppo(config: PPOConfig) -> Path:
             policy, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear")
         )
     reference = load_model(config.reference or config.policy).to(device).eval().requires_grad_(False)
-    reward = RewardSource(config.reward_model, config.reward_rule, device)
+    reward = RewardSource(config.reward_model, config.reward_rule, tokenizer, device)
     critic = None
     if config.advantage == "gae":
         source = config.reward_model if config.critic_init == "reward_model" else config.policy
@@ -290,9 +295,10 @@ def run_ppo(config: PPOConfig) -> Path:
         metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     accelerator.init_trackers("ppo", config={"advantage": config.advantage, "kl_coef": config.kl_coef})
 
-    engine = make_engine(config, tokenizer)
+    owned = engine is None
+    engine = make_engine(config) if owned else engine
     unwrapped = accelerator.unwrap_model(policy)
-    if start:
+    if start or not owned:
         engine.load_weights(engine_weights(unwrapped))
     per_rank = config.prompts_per_iteration // world
     sampling = dict(
@@ -377,7 +383,8 @@ def run_ppo(config: PPOConfig) -> Path:
             if config.save_every and done % config.save_every == 0 and done < config.iterations:
                 save_checkpoint(checkpoints, done, kl_coef, policy, critic, optimizers, accelerator)
     finally:
-        engine.close()
+        if owned:
+            engine.close()
     save_checkpoint(checkpoints, config.iterations, kl_coef, policy, critic, optimizers, accelerator)
     final = out / "policy"
     if accelerator.is_main_process:
