@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from align.config import check_exists, check_positive, check_range
 from align.errors import ConfigError
+from rollouts.factory import EngineConfig
 
 CRITERIA = ("helpful", "harmless", "honest", "overall")
 """What a label judges; `overall` is the one a single reward model trains on."""
@@ -35,8 +35,9 @@ class LabelAddConfig(LabelStoreConfig):
     checkpoints: list[str] = field(default_factory=list)
     """One or two model directories to sample candidates from (with `prompts`); with two, each
     comparison pits one sample of each against the other."""
-    engine: Literal["hf", "vllm"] = "vllm"
-    """Rollout engine: in-process vLLM, or transformers.generate."""
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    """Rollout engine (`kind`: vllm in-process, server = a running `align serve`, hf); with a
+    server, `checkpoints` names the served checkpoint (for its tokenizer and the source column)."""
     k: int = 2
     """Candidates per prompt and checkpoint (one comparison per prompt holds them all)."""
     max_new_tokens: int = 64

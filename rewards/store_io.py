@@ -10,7 +10,9 @@ one assistant message each):
   annotator agreed. TRL's RewardTrainer subtracts it inside the loss, so clearer pairs push harder.
 - A rewrite is a human response written to be better than what was shown: each gives rows
   rewrite > A and rewrite > B (margin 1, that annotator only), also when the verdict was both_bad.
-- `annotators` lists the names behind a row; `comparison_id` ties rows back to the store.
+- `criterion` is helpful, harmless or honest, and null for the overall preference (what
+  `align rm` reads as overall); `annotators` lists the names behind a row; `comparison_id` ties
+  rows back to the store.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ def read_comparisons(path: Path) -> list[tuple[list[dict[str, str]], list[dict[s
 
 def generate_comparisons(config: LabelAddConfig) -> list[tuple[list[dict[str, str]], list[dict[str, Any]]]]:
     """k candidates per prompt from each checkpoint, through a rollout engine, one comparison per prompt."""
+    from align.models import load_tokenizer
     from rollouts.base import Sampling
+    from rollouts.factory import build_engine
 
     assert config.prompts is not None
     prompts = [
@@ -76,9 +80,9 @@ def generate_comparisons(config: LabelAddConfig) -> list[tuple[list[dict[str, st
         max_new_tokens=config.max_new_tokens, temperature=config.temperature, n=config.k, seed=config.seed
     )
     for checkpoint in config.checkpoints:
-        engine = _engine(config, checkpoint)
+        tokenizer = load_tokenizer(checkpoint)
+        engine = build_engine(config.engine, checkpoint)
         try:
-            tokenizer = engine.tokenizer
             ids = [
                 tokenizer.encode(
                     tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False),
@@ -98,16 +102,6 @@ def generate_comparisons(config: LabelAddConfig) -> list[tuple[list[dict[str, st
         finally:
             engine.close()
     return list(zip(prompts, candidates, strict=True))
-
-
-def _engine(config: LabelAddConfig, checkpoint: str) -> Any:
-    if config.engine == "vllm":
-        from rollouts.vllm_engine import VLLMEngine
-
-        return VLLMEngine(checkpoint, seed=config.seed)
-    from rollouts.hf_engine import HFEngine
-
-    return HFEngine(checkpoint)
 
 
 def add_to_store(config: LabelAddConfig) -> dict[str, int]:
@@ -190,9 +184,10 @@ def preference_rows(
         for r in records:
             if r.rewrite is not None:
                 for shown in (r.response_a, r.response_b):
-                    rows.append(
-                        _row(r.messages, r.rewrite, shown, criterion, 1.0, [r.annotator], r.comparison_id)
-                    )
+                    if shown != r.rewrite:  # an unchanged copy says nothing new
+                        rows.append(
+                            _row(r.messages, r.rewrite, shown, criterion, 1.0, [r.annotator], r.comparison_id)
+                        )
     return rows
 
 
@@ -209,7 +204,7 @@ def _row(
         "prompt": messages,
         "chosen": [{"role": "assistant", "content": chosen}],
         "rejected": [{"role": "assistant", "content": rejected}],
-        "criterion": criterion,
+        "criterion": None if criterion == "overall" else criterion,
         "margin": round(margin, 4),
         "annotators": sorted(set(who)),
         "comparison_id": comparison_id,

@@ -184,7 +184,7 @@ def test_export_keeps_majorities_drops_ties_and_both_bad_and_adds_rewrites(
     assert found[("second M", "first M")]["margin"] == pytest.approx(2 / 3, abs=1e-4)
     assert found[("second M", "first M")]["annotators"] == ["a", "b", "c"]
     assert found[("a rewrite", "first T")]["annotators"] == ["a"]
-    assert all(r["criterion"] == "overall" and r["prompt"][0]["role"] == "user" for r in rows)
+    assert all(r["criterion"] is None and r["prompt"][0]["role"] == "user" for r in rows)  # None: overall
     assert all(r["chosen"][0]["role"] == r["rejected"][0]["role"] == "assistant" for r in rows)
 
 
