@@ -2,6 +2,7 @@
 
 import json
 import random
+import shutil
 import signal
 
 import pytest
@@ -83,3 +84,19 @@ def test_injected_loss_spike_rolls_back_skips_the_batch_and_finishes(pretrain_re
     assert skipped_ids and not skipped_ids & set(ledger["consumed"])
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert max(steps) == 10  # the plan's 2 x 5 steps all trained
+
+
+@pytest.mark.slow
+def test_from_phase_2_restarts_at_the_end_of_phase_1_and_sets_later_checkpoints_aside(
+    pretrain_recipe, pretrain_baseline, tmp_path
+):
+    run = tmp_path / "run"
+    shutil.copytree(pretrain_baseline, run)
+    shutil.rmtree(run / "final")
+    config = load_config(PretrainConfig, pretrain_recipe(run), {"from_phase": 2})
+    run_pretrain(config)
+    assert sorted(p.name for p in (run / "checkpoints" / "superseded").iterdir()) == [
+        "step-00000008",
+        "step-00000010",
+    ]
+    assert_same_as_baseline(run, pretrain_baseline)

@@ -220,11 +220,11 @@ def run_pretrain(config: PretrainConfig) -> Path:
         at.phase, at.phase_step = at.phase + 1, 0
     bar.close()
     manager.close()
-    accelerator.end_training()
     final = config.final_path
     if accelerator.is_main_process:
         _save_final(final, accelerator.unwrap_model(model), tokenizer)
     accelerator.wait_for_everyone()
+    accelerator.end_training()
     log.info("pretraining finished at step %d; model in %s", at.step, final)
     return final
 
