@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import random
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -39,6 +41,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    make_url,
     select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -194,6 +197,10 @@ def check_messages(messages: Any, where: str) -> list[dict[str, str]]:
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
+def _comparison_key(messages: list[dict[str, str]], texts: list[str]) -> str:
+    return json.dumps([messages, sorted(texts)], ensure_ascii=False, sort_keys=True)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy issue BEGIN itself (below) instead of pysqlite's deferred implicit BEGIN.
     dbapi_connection.isolation_level = None
@@ -217,6 +224,9 @@ class PreferenceStore:
     def __init__(self, url: str) -> None:
         self.url = url
         if url.startswith("sqlite"):
+            database = make_url(url).database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -278,13 +288,26 @@ class PreferenceStore:
     ) -> list[int]:
         """Add prompts with their responses, one comparison per prompt, in one transaction.
 
-        Each response is `{"text", "model"?, "checkpoint"?}`; at least two per prompt.
+        Each response is `{"text", "model"?, "checkpoint"?}`; at least two per prompt. A comparison
+        already in the store (same conversation, same response texts) is not added again, so an
+        interrupted `align label add` can simply be re-run. Returns the ids of the added ones.
         """
         ids = []
         with self.transaction() as s:
+            texts = dict(s.execute(select(Response.id, Response.text)).all())
+            seen = {
+                _comparison_key(messages, [texts[i] for i in response_ids])
+                for messages, response_ids in s.execute(
+                    select(Prompt.messages, Comparison.response_ids).join(Comparison)
+                )
+            }
             for n, (messages, responses) in enumerate(items):
                 if len(responses) < 2:
                     raise InputError(f"comparison {n}: needs at least two responses, got {len(responses)}")
+                key = _comparison_key(messages, [r["text"] for r in responses])
+                if key in seen:
+                    continue
+                seen.add(key)
                 prompt = Prompt(messages=messages)
                 s.add(prompt)
                 s.flush()

@@ -220,6 +220,10 @@ def test_label_add_imports_jsonl_creates_annotators_and_assigns(tmp_path: Path) 
     assert store.comparison_count() == 2 and store.annotators() == ["ann", "boss"]
     assert store.progress("ann") == (0, 2) and store.role("boss") == "admin"
     store.close()
+    assert main(args) == 0  # a re-run (e.g. after an interruption) adds nothing twice
+    store = PreferenceStore(url)
+    assert store.comparison_count() == 2 and store.progress("ann") == (0, 2)
+    store.close()
 
 
 def test_label_add_names_the_file_and_line_of_bad_input(
