@@ -53,8 +53,9 @@ class Finalize(PipelineStep):
         (final / "dropped").mkdir(parents=True, exist_ok=True)
         write_report(report, final)
         old = output.with_name(f".{output.name}.old")
-        if output.exists():
-            output.replace(old) if not old.exists() else shutil.rmtree(output)
+        shutil.rmtree(old, ignore_errors=True)
+        if output.exists():  # two renames: the output path always holds a complete corpus or nothing
+            output.replace(old)
         final.replace(output)
         shutil.rmtree(old, ignore_errors=True)
         yield from ()
