@@ -180,7 +180,9 @@ def build(cls: type[C], values: dict[str, Any], prefix: str = "") -> C:
         )
     try:
         return cls(**kwargs)
-    except ConfigError as err:
+    except ValueError as err:
+        # Configs of the ground-floor `rollouts` package validate with plain ValueError (it
+        # imports nothing of ours); both kinds become one-line config errors here.
         raise ConfigError(f"{prefix}{err}") from None
 
 
