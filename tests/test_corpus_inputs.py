@@ -99,3 +99,14 @@ def test_the_same_pipeline_builds_for_cluster_executors_and_dry_runs(tmp_path, e
     assert stages[1].depends is stages[0] and stages[2].depends is stages[1]
     run_corpus(config)
     assert not (tmp_path / "out").exists()
+
+
+def test_plain_text_and_parquet_inputs_are_read_with_their_ids_and_sources(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "poem.txt").write_text(GOOD[1], encoding="utf-8")
+    pq.write_table(pa.table({"text": [GOOD[0]], "id": ["fox"], "source": ["web"]}), tmp_path / "rows.parquet")
+    out = run_corpus(small_config(tmp_path, [tmp_path / "poem.txt", tmp_path / "rows.parquet"]))
+    rows = [json.loads(line) for line in (out / "data" / "00000.jsonl").open()]
+    assert [(r["id"], r["source"], r["lang"]) for r in rows] == [("poem", "poem", "zh"), ("fox", "web", "en")]
