@@ -218,12 +218,16 @@ def load_config(
     path: Path | str | None = None,
     overrides: dict[str, Any] | None = None,
     section: str | None = None,
+    run_dir: str | None = None,
 ) -> C:
-    """Load `cls` from a recipe file (its `section` if the file is a multi-stage recipe) and overrides."""
+    """Load `cls` from a recipe file (its `section` if the file is a multi-stage recipe) and overrides.
+
+    `run_dir`, when given, replaces the recipe's own `run_dir` in `${run_dir}` substitutions.
+    """
     values: dict[str, Any] = {}
     if path is not None:
         recipe = read_recipe(path)
-        run_dir = recipe.get("run_dir")
+        run_dir = run_dir or recipe.get("run_dir")
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         if section is not None and section in recipe and section not in names:
             picked = recipe[section] or {}
