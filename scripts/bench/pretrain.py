@@ -81,6 +81,7 @@ def run_ours(args, work: Path, tokenizer_dir: Path, data: Path) -> tuple[float, 
 
 def run_hf(args, work: Path, tokenizer_dir: Path, texts: list[str]) -> tuple[float, float]:
     """(real tokens/s, real-token share) of an HF Trainer on padded batches of whole documents."""
+    import datasets
     import torch
     from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
@@ -88,6 +89,7 @@ def run_hf(args, work: Path, tokenizer_dir: Path, texts: list[str]) -> tuple[flo
     from align.distributed import use_cpu
     from align.models import build_model, load_tokenizer
 
+    datasets.disable_progress_bars()
     tokenizer = load_tokenizer(tokenizer_dir)
     tokenizer.padding_side = "right"
     model = build_model(args.preset, tokenizer, seed=0).to(getattr(torch, args.dtype))
@@ -110,7 +112,7 @@ def run_hf(args, work: Path, tokenizer_dir: Path, texts: list[str]) -> tuple[flo
 
     training = TrainingArguments(
         output_dir=str(work / "hf"), per_device_train_batch_size=args.batch_size, max_steps=args.steps,
-        learning_rate=3e-4, lr_scheduler_type="cosine", warmup_ratio=0.025, adam_beta2=0.95, weight_decay=0.1,
+        learning_rate=3e-4, lr_scheduler_type="cosine", warmup_steps=1, adam_beta2=0.95, weight_decay=0.1,
         logging_steps=10**9, save_strategy="no", report_to=[], use_cpu=use_cpu(), bf16=args.dtype == "bfloat16",
         dataloader_num_workers=0, seed=0,
     )  # fmt: skip
