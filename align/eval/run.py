@@ -30,7 +30,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         log.info("evaluating %s (%s) on %s", label, location, ", ".join(rendered.tasks))
         lm = _make_lm(config, location)
         try:
-            results = evaluate(lm, rendered, limit=config.limit, seed=config.seed)
+            results = evaluate(lm, rendered, limit=config.limit, seed=config.seed)["results"]
         finally:
             del lm
             gc.collect()
@@ -61,8 +61,10 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     return saved
 
 
-def evaluate(lm: Any, rendered: RenderedTasks, limit: int | None = None, seed: int = 0) -> dict[str, Any]:
-    """Run lm-eval on the rendered tasks with an `LM` (or an lm-eval model name); its `results`."""
+def evaluate(
+    lm: Any, rendered: RenderedTasks, limit: int | None = None, seed: int = 0, log_samples: bool = False
+) -> dict[str, Any]:
+    """Run lm-eval on the rendered tasks with an `LM`; lm-eval's output (`results`, `samples`, ...)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -71,7 +73,7 @@ def evaluate(lm: Any, rendered: RenderedTasks, limit: int | None = None, seed: i
         tasks=list(rendered.tasks.values()),
         task_manager=TaskManager(include_path=str(rendered.include_path)),
         limit=limit,
-        log_samples=False,
+        log_samples=log_samples,
         bootstrap_iters=0,
         random_seed=seed,
         numpy_random_seed=seed,
@@ -79,7 +81,7 @@ def evaluate(lm: Any, rendered: RenderedTasks, limit: int | None = None, seed: i
         fewshot_random_seed=seed,
         confirm_run_unsafe_code=True,  # code runs in align.eval.sandbox
     )
-    return out["results"]
+    return out
 
 
 def metric_value(results: dict[str, Any], task: str, metric: str) -> float:

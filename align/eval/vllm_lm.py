@@ -19,12 +19,13 @@ log = logging.getLogger(__name__)
 class VLLMEngineLM(TemplateLM):
     """lm-eval model backed by a `vllm.LLM` (created here from a checkpoint, or one passed in)."""
 
-    def __init__(self, llm: Any, max_gen_toks: int = 256) -> None:
+    def __init__(self, llm: Any, max_gen_toks: int | None = None) -> None:
         super().__init__()
         self.llm = llm
         self.tokenizer = llm.get_tokenizer()
         self.max_length = llm.llm_engine.model_config.max_model_len
         self.max_gen_toks = max_gen_toks
+        """Cap on new tokens per generation (None: the task's `max_gen_toks`, 256 if unset)."""
 
     @classmethod
     def from_checkpoint(cls, path: str, max_model_len: int | None = None, seed: int = 0) -> VLLMEngineLM:
@@ -85,7 +86,8 @@ class VLLMEngineLM(TemplateLM):
             kwargs = dict(gen_kwargs)
             until = kwargs.pop("until", None) or []
             until = [until] if isinstance(until, str) else list(until)
-            max_gen_toks = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
+            max_gen_toks = int(kwargs.pop("max_gen_toks", 256))
+            max_gen_toks = min(max_gen_toks, self.max_gen_toks or max_gen_toks)
             temperature = float(kwargs.pop("temperature", 0.0)) if kwargs.pop("do_sample", False) else 0.0
             ids = self.tok_encode(context)[-(self.max_length - max_gen_toks) :]
             prompts.append({"prompt_token_ids": ids})
