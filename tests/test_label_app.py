@@ -196,6 +196,22 @@ def test_browser_shows_html_and_script_in_a_prompt_as_text(app: AppServer, brows
     page.close()
 
 
+def test_browser_skip_by_keyboard_moves_on_and_hides_the_admin_view_from_annotators(
+    app: AppServer, browser
+) -> None:
+    page = log_in(browser, app, "bob", "bob-pw")
+    before = page.locator("#prompt textarea").input_value()
+    assert "done: 0 · remaining: 3" in page.locator("#progress").inner_text()
+    assert page.get_by_role("tab", name="Admin").count() == 0
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("s")
+    page.wait_for_function("document.querySelector('#progress').innerText.includes('remaining: 2')")
+    page.wait_for_function(
+        "(before) => document.querySelector('#prompt textarea').value !== before", arg=before
+    )
+    page.close()
+
+
 def test_unauthenticated_requests_are_refused(app: AppServer) -> None:
     import requests
     from gradio_client import Client
