@@ -1,0 +1,92 @@
+"""Read training records (JSONL or Parquet) row by row, reporting bad rows by file and line.
+
+The rule, shared by SFT and the reward model: a row that fails its stage's check is skipped and
+logged as `FILE:LINE: what is wrong`; if more than `max_bad_fraction` of the rows are bad, or no
+good row is left, the whole file is refused with an `InputError` that quotes the first bad rows
+(a file of the wrong format should stop the run, not train on nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from align.errors import InputError
+
+log = logging.getLogger(__name__)
+
+RowCheck = Callable[[dict[str, Any]], str | None]
+"""Returns what is wrong with a row, or None for a good row."""
+
+
+def _rows(path: Path) -> list[tuple[int, Any]]:
+    """(line or row number from 1, parsed value or the JSON error message) for each row."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(enumerate(pq.read_table(path).to_pylist(), start=1))
+    rows: list[tuple[int, Any]] = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((number, json.loads(line)))
+            except json.JSONDecodeError as err:
+                rows.append((number, f"not valid JSON ({err.msg})"))
+    return rows
+
+
+def read_records(path: Path | str, check: RowCheck, max_bad_fraction: float) -> list[dict[str, Any]]:
+    """The good rows of a JSONL/Parquet file, by the rule in the module docstring."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    good: list[dict[str, Any]] = []
+    bad: list[str] = []
+    rows = _rows(path)
+    unit = "row" if path.suffix == ".parquet" else "line"
+    for number, row in rows:
+        problem = row if isinstance(row, str) else check(row) if isinstance(row, dict) else "not an object"
+        if problem is None:
+            good.append(row)
+        else:
+            bad.append(f"{path}:{number}: {problem}")
+            log.warning("skipping %s %s", unit, bad[-1])
+    if rows and (not good or len(bad) > max_bad_fraction * len(rows)):
+        shown = "; ".join(bad[:3])
+        raise InputError(
+            f"{path}: {len(bad)} of {len(rows)} {unit}s are bad (more than max_bad_fraction="
+            f"{max_bad_fraction}); first: {shown}"
+        )
+    if not good:
+        raise InputError(f"{path}: no records")
+    if bad:
+        log.warning("%s: skipped %d bad %ss of %d", path, len(bad), unit, len(rows))
+    return good
+
+
+def load_splits(
+    train_file: Path | str,
+    eval_file: Path | str | None,
+    eval_fraction: float,
+    seed: int,
+    check: RowCheck,
+    max_bad_fraction: float,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Training and held-out rows: `eval_file`'s, or a seeded `eval_fraction` of `train_file`'s."""
+    import random
+
+    train = read_records(train_file, check, max_bad_fraction)
+    if eval_file is not None:
+        return train, read_records(eval_file, check, max_bad_fraction)
+    order = list(range(len(train)))
+    random.Random(seed).shuffle(order)
+    cut = max(1, round(eval_fraction * len(train)))
+    if cut >= len(train):
+        raise InputError(f"{train_file}: {len(train)} rows are too few to hold out {eval_fraction:.0%}")
+    held = set(order[:cut])
+    return [r for i, r in enumerate(train) if i not in held], [train[i] for i in sorted(held)]

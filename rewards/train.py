@@ -1,0 +1,142 @@
+"""`align rm`: train the reward model with TRL's RewardTrainer and report held-out accuracy.
+
+Build (SFT backbone + new scalar head, or LoRA adapters on it), read and check the preferences,
+measure pairwise accuracy before training, train with the Bradley-Terry loss (optionally with
+margins), measure again overall and per criterion, save at `output_dir` with `rm_metrics.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from align.models import load_tokenizer
+from align.records import load_splits
+from rewards.model import build_reward_model, score
+from rewards.reward_config import RewardStageConfig
+from rewards.rules import CRITERIA
+
+log = logging.getLogger(__name__)
+
+
+def _as_messages(value: Any, role: str) -> list[dict[str, str]] | None:
+    """A string as one message of `role`, a list of messages as is; None when malformed or empty."""
+    if isinstance(value, str):
+        return [{"role": role, "content": value}] if value.strip() else None
+    if not isinstance(value, list) or not value:
+        return None
+    for message in value:
+        if not isinstance(message, dict) or not str(message.get("content") or "").strip():
+            return None
+    return value
+
+
+def check_preference(row: dict[str, Any]) -> str | None:
+    """What is wrong with a preference row, or None (the rule of `RewardStageConfig`'s docstring)."""
+    missing = [k for k in ("prompt", "chosen", "rejected") if k not in row]
+    if missing:
+        return f"missing field(s) {', '.join(missing)} (fields: {', '.join(sorted(row)) or 'none'})"
+    for key, role in (("prompt", "user"), ("chosen", "assistant"), ("rejected", "assistant")):
+        if _as_messages(row[key], role) is None:
+            return f"'{key}' is empty or not a string / list of messages"
+    if _as_messages(row["chosen"], "assistant") == _as_messages(row["rejected"], "assistant"):
+        return "chosen == rejected (no preference to learn)"
+    criterion = row.get("criterion")
+    if criterion is not None and criterion not in CRITERIA:
+        return f"criterion {criterion!r} is not one of {', '.join(CRITERIA)}"
+    margin = row.get("margin")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, int | float) or margin < 0):
+        return f"margin {margin!r} must be a number >= 0"
+    return None
+
+
+def normalise(row: dict[str, Any]) -> dict[str, Any]:
+    """A checked row in conversational form, with `margin` (0 when absent) and `criterion`."""
+    return {
+        "prompt": _as_messages(row["prompt"], "user"),
+        "chosen": _as_messages(row["chosen"], "assistant"),
+        "rejected": _as_messages(row["rejected"], "assistant"),
+        "margin": float(row.get("margin") or 0.0),
+        "criterion": row.get("criterion") or "overall",
+    }
+
+
+def pairwise_accuracy(model: Any, tokenizer: Any, pairs: list[dict[str, Any]]) -> dict[str, float]:
+    """Fraction of pairs where chosen outscores rejected: `overall` and per criterion present."""
+    chosen = score(model, tokenizer, [p["prompt"] + p["chosen"] for p in pairs])
+    rejected = score(model, tokenizer, [p["prompt"] + p["rejected"] for p in pairs])
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for pair, c, r in zip(pairs, chosen, rejected, strict=True):
+        hits["overall"].append(c > r)
+        if pair["criterion"] != "overall":
+            hits[pair["criterion"]].append(c > r)
+    return {k: round(sum(v) / len(v), 4) for k, v in sorted(hits.items())}
+
+
+def run_reward_training(config: RewardStageConfig) -> Path:
+    """Train a reward model from `config.model` on `config.train_file`; returns the output directory."""
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    tokenizer = load_tokenizer(config.model)
+    train, held_out = load_splits(
+        config.train_file,
+        config.eval_file,
+        config.eval_fraction,
+        config.seed,
+        check_preference,
+        config.max_bad_fraction,
+    )
+    train, held_out = [normalise(r) for r in train], [normalise(r) for r in held_out]
+    log.info("reward model on %d pairs, %d held out", len(train), len(held_out))
+    columns = ["prompt", "chosen", "rejected", *(["margin"] if config.use_margin else [])]
+    model = build_reward_model(config.model, **config.model_kwargs())
+    model.config.pad_token_id = tokenizer.pad_token_id
+    args = RewardConfig(
+        **config.trainer_arguments(),
+        center_rewards_coefficient=config.center_rewards_coefficient,
+        dataset_num_proc=None,
+    )
+    peft_config = config.peft_config("SEQ_CLS")
+    if peft_config is not None:
+        peft_config.modules_to_save = ["score"]  # the new head is trained in full, saved with the adapter
+    trainer = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list([{k: r[k] for k in columns} for r in train]),
+        eval_dataset=Dataset.from_list([{k: r[k] for k in columns} for r in held_out]),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    resume = config.last_checkpoint()
+    before_file = config.checkpoint_dir / "accuracy_before.json"
+    if resume is None or not before_file.exists():
+        before = pairwise_accuracy(trainer.model, tokenizer, held_out)
+        if trainer.is_world_process_zero():
+            before_file.parent.mkdir(parents=True, exist_ok=True)
+            before_file.write_text(json.dumps(before))
+    else:
+        log.info("resuming from %s", resume)
+        before = json.loads(before_file.read_text())
+    trainer.train(resume_from_checkpoint=resume)
+    after = pairwise_accuracy(trainer.model, tokenizer, held_out)
+    metrics = {
+        "accuracy_before": before,
+        "accuracy": after,
+        "train_pairs": len(train),
+        "eval_pairs": len(held_out),
+    }
+    out = Path(config.output_dir)
+    trainer.save_model(str(out))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(out))
+        (out / "rm_metrics.json").write_text(json.dumps(metrics, indent=2))
+    log.info(
+        "held-out pairwise accuracy %s (before training %s)",
+        ", ".join(f"{k}={v:.3f}" for k, v in after.items()),
+        before["overall"],
+    )
+    return out
