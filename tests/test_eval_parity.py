@@ -21,7 +21,7 @@ def lm_eval_directly(model_dir: Path, include_path: Path, tasks: list[str], limi
         model="hf",
         model_args=f"pretrained={model_dir},dtype=float32,device=cpu",
         tasks=tasks,
-        task_manager=TaskManager(include_path=str(include_path)),
+        task_manager=TaskManager(include_path=str(include_path), include_defaults=False),
         batch_size=16,
         limit=limit,
         bootstrap_iters=0,

@@ -6,7 +6,8 @@ nested JSON, RACE's per-article records, ...) into flat JSONL rows with a few co
 log-likelihood, the seed's perplexity-based evaluation), `answers` and `target` for generative
 tasks. `render_tasks` writes those rows beside one lm-eval task YAML per (sub)task and group YAMLs
 for categories, so the written folder works with plain lm-eval too:
-`lm_eval --include_path DIR --tasks mmlu --model hf --model_args pretrained=CKPT`.
+`lm_eval --include_path DIR --tasks mmlu --model hf --model_args pretrained=CKPT` (our task names
+shadow lm-eval's built-in ones of the same name there).
 """
 
 from __future__ import annotations

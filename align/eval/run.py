@@ -71,7 +71,7 @@ def evaluate(
     out = lm_eval.simple_evaluate(
         model=lm,
         tasks=list(rendered.tasks.values()),
-        task_manager=TaskManager(include_path=str(rendered.include_path)),
+        task_manager=TaskManager(include_path=str(rendered.include_path), include_defaults=False),
         limit=limit,
         log_samples=log_samples,
         bootstrap_iters=0,

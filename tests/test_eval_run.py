@@ -1,0 +1,79 @@
+"""`align eval`: config checked at the door; a run writes results.json, tables and charts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from align.cli import main
+from align.eval.benchmarks import render_tasks
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "eval"
+REPO = FIXTURES.parents[2]
+
+
+def test_unknown_benchmark_is_rejected_naming_the_key(tiny_model_dir, capsys):
+    code = main(["eval", "--models", f"{{m: {tiny_model_dir}}}", "--benchmarks", "{mmlu2: x}"])
+    assert code == 2
+    assert "benchmarks.mmlu2: unknown benchmark" in capsys.readouterr().err
+
+
+def test_missing_checkpoint_is_rejected(tmp_path, capsys):
+    code = main(["eval", "--models", f"{{m: {tmp_path / 'nope'}}}", "--benchmarks", "{humaneval: builtin}"])
+    assert code == 2
+    assert "models.m:" in capsys.readouterr().err
+
+
+def test_every_fixture_benchmark_reads_into_lm_eval_tasks(tmp_path):
+    benchmarks = {
+        "mmlu": FIXTURES / "mmlu", "ceval": FIXTURES / "ceval", "agieval": FIXTURES / "agieval",
+        "gaokao": FIXTURES / "gaokao", "race": FIXTURES / "race",
+        "truthfulqa": FIXTURES / "truthfulqa_mc_task.json",
+        "crows_pairs": FIXTURES / "crows_pairs_anonymized.csv", "gsm8k": FIXTURES / "gsm8k",
+        "triviaqa": FIXTURES / "triviaqa.jsonl", "nq": FIXTURES / "nq_open.jsonl", "mbpp": FIXTURES / "mbpp.jsonl",
+        "humaneval": "builtin", "demo": REPO / "data" / "tasks" / "prompts_eval.jsonl",
+    }  # fmt: skip
+    rendered = render_tasks({k: str(v) for k, v in benchmarks.items()}, tmp_path)
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    tasks = get_task_dict(
+        list(rendered.tasks.values()), TaskManager(include_path=str(tmp_path), include_defaults=False)
+    )
+    assert len(tasks) == len(benchmarks)
+    assert rendered.columns["mmlu"] == {
+        "mmlu_humanities": "Humanities", "mmlu_stem": "STEM",
+        "mmlu_social_sciences": "Social Science", "mmlu_other": "Other",
+    }  # fmt: skip
+    gsm8k = next(t for k, t in tasks.items() if getattr(k, "group_name", k) == "gsm8k")
+    assert gsm8k.config.num_fewshot == 4
+    row = json.loads((tmp_path / "mmlu_virology.test.jsonl").read_text().splitlines()[0])
+    assert row["query"].endswith("\nD. " + row["query"].split("\nD. ")[1]) and row["choices"] == [
+        "A",
+        "B",
+        "C",
+        "D",
+    ]
+
+
+@pytest.mark.slow
+def test_align_eval_writes_results_tables_and_charts(tiny_model_dir, tmp_path):
+    out = tmp_path / "eval"
+    args = ["eval", "--models", f"{{tiny: {tiny_model_dir}}}", "--backend", "hf", "--limit", "2"]
+    args += ["--benchmarks", f"{{mmlu: {FIXTURES / 'mmlu'}, demo: {REPO / 'data/tasks/prompts_eval.jsonl'}}}"]
+    args += [
+        "--references",
+        str(REPO / "align/eval/references/internlm_table4.yaml"),
+        "--output_dir",
+        str(out),
+    ]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    scores = results["models"]["tiny"]["scores"]
+    assert set(scores) == {"mmlu", "demo"}
+    assert set(scores["mmlu"]["columns"]) == {"Humanities", "STEM", "Social Science", "Other"}
+    assert 0 <= scores["demo"]["overall"] <= 100
+    table = (out / "tables" / "mmlu.md").read_text()
+    assert "| tiny |" in table and "| InternLM |" in table
+    assert (out / "tables" / "overview.png").stat().st_size > 0
