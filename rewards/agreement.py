@@ -88,9 +88,16 @@ def agreement(records: Sequence[LabelRecord], criteria: Sequence[str]) -> list[C
     return report
 
 
-def format_report(report: Sequence[CriterionAgreement], label_count: int) -> str:
+def format_report(report: Sequence[CriterionAgreement], records: Sequence[LabelRecord]) -> str:
     """The agreement report as Markdown tables (the admin view and `align label stats` print it)."""
-    lines = [f"{label_count} labels; choices are {', '.join(CHOICES)} (canonical order for agreement).", ""]
+    per_annotator = Counter(r.annotator for r in records)
+    lines = [
+        f"{len(records)} labels; choices are {', '.join(CHOICES)} (canonical order for agreement).",
+        "",
+        "Labels per annotator: "
+        + (", ".join(f"{n} {c}" for n, c in sorted(per_annotator.items())) or "none"),
+        "",
+    ]
     lines += ["| criterion | Krippendorff's alpha | overlapping items |", "|---|---|---|"]
     lines += [f"| {r.criterion} | {_num(r.alpha)} | {r.overlapping_items} |" for r in report]
     pairs = sorted({pair for r in report for pair in r.kappa})
@@ -116,7 +123,7 @@ def print_stats(config: LabelStatsConfig) -> list[CriterionAgreement]:
     try:
         records = store.labels()
         report = agreement(records, config.criteria)
-        print(format_report(report, len(records)))
+        print(format_report(report, records))
         return report
     finally:
         store.close()

@@ -143,7 +143,7 @@ def build_app(store: PreferenceStore, guidelines: str = GUIDELINES) -> gr.Blocks
         if store.role(user(request)) != "admin":
             raise gr.Error("the admin view is for admins")
         records = store.labels()
-        return format_report(agreement(records, CRITERIA), len(records))
+        return format_report(agreement(records, CRITERIA), records)
 
     def admin_visible(request: gr.Request) -> Any:
         return gr.update(visible=store.role(user(request)) == "admin")
@@ -199,6 +199,8 @@ def serve_app(config: LabelServeConfig) -> None:
     guidelines = config.guidelines.read_text(encoding="utf-8") if config.guidelines else GUIDELINES
     demo = build_app(store, guidelines)
     demo.queue(default_concurrency_limit=config.concurrency)
+    if config.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("binding to %s: the app is reachable from other machines (use a TLS proxy)", config.host)
     log.info("labelling app on http://%s:%d (store %s)", config.host, config.port, config.store)
     try:
         demo.launch(

@@ -273,3 +273,4 @@ def test_label_stats_prints_agreement_per_criterion(store: PreferenceStore, tmp_
     assert main(["label", "stats", "--store", f"sqlite:///{tmp_path / 'labels.sqlite'}"]) == 0
     out = capsys.readouterr().out
     assert "| overall |" in out and "| x / y |" in out and "(4)" in out
+    assert "Labels per annotator: x 4, y 4" in out
