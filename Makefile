@@ -7,8 +7,10 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 setup:
 	bash scripts/setup.sh
 
-# The end-to-end demo pipeline on bundled data; re-running skips finished stages.
+# The end-to-end demo pipeline on bundled data; re-running skips finished stages. The raw corpus
+# is assembled once from Debian's fortune packages (unpacked, not installed; cached in data/cache/).
 demo: setup
+	$(VENV)/python data/fortunes/build.py
 	$(VENV)/python -m align.cli pipeline --config scripts/recipes/demo.yaml
 
 # Lint, then the whole test suite (`pytest -m "not slow"` for the quick part).
