@@ -100,6 +100,9 @@ class PPOConfig:
     """Continue from the latest checkpoint in output_dir when there is one."""
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     """Trackers (Accelerate `log_with`): tensorboard, wandb, ... or `none`."""
+    num_threads: int | None = None
+    """Torch threads for trainer and engine (null: all cores). On a machine shared with other jobs
+    use 1: OpenMP threads spinning on busy cores slow a small model down by an order of magnitude."""
     vllm_kvcache_gib: int = 1
     """KV-cache size of the in-process vLLM engine (GiB, CPU)."""
 

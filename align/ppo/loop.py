@@ -96,6 +96,7 @@ def make_engine(config: PPOConfig) -> RolloutEngine:
         max_model_len=config.max_prompt_tokens + config.max_new_tokens,
         kv_cache_gib=config.vllm_kvcache_gib,
         seed=config.seed,
+        num_threads=config.num_threads,
     )
     return build_engine(engine_config, config.policy)
 
@@ -231,6 +232,8 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
     trackers = [t for t in config.report_to if t != "none"]
     accelerator = make_accelerator(log_with=trackers or None, project_dir=str(out))
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
