@@ -12,7 +12,7 @@ class RewardStageConfig(FinetuneConfig):
     """Train a reward model from the SFT checkpoint on TRL-format preferences (Bradley-Terry).
 
     A row has `prompt` (a string or a list of messages), `chosen` and `rejected` (strings or lists
-    of assistant messages), and optionally `criterion` (helpful, harmless or honest) and `margin`
+    of assistant messages), and optionally `criterion` (helpful, harmless, honest or overall) and `margin`
     (a number >= 0). Plain strings are read as one user turn and one assistant reply, so every pair
     is scored through the chat template as `rewards.score` scores conversations. Rows with missing
     or empty fields, chosen == rejected, an unknown criterion or a bad margin are skipped and logged

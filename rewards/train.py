@@ -45,8 +45,8 @@ def check_preference(row: dict[str, Any]) -> str | None:
     if _as_messages(row["chosen"], "assistant") == _as_messages(row["rejected"], "assistant"):
         return "chosen == rejected (no preference to learn)"
     criterion = row.get("criterion")
-    if criterion is not None and criterion not in CRITERIA:
-        return f"criterion {criterion!r} is not one of {', '.join(CRITERIA)}"
+    if criterion is not None and criterion not in (*CRITERIA, "overall"):
+        return f"criterion {criterion!r} is not one of {', '.join(CRITERIA)}, overall"
     margin = row.get("margin")
     if margin is not None and (isinstance(margin, bool) or not isinstance(margin, int | float) or margin < 0):
         return f"margin {margin!r} must be a number >= 0"
