@@ -1,8 +1,8 @@
 """An lm-evaluation-harness `LM` over an in-process vLLM engine.
 
-Multiple choice is scored from vLLM's prompt log-probs (one forward pass per choice, the shared
-few-shot prefix served from vLLM's prefix cache); generation is greedy with the task's stop
-strings. Tokenisation goes through lm-eval's `TemplateLM`, exactly as its `hf` model does, so
+Multiple choice with one-token answers (A/B/C/D) costs one next-token request per question that
+returns the log-probs of exactly the answer tokens; longer answers are scored from prompt
+log-probs. Generation is greedy with the task's stop strings. Tokenisation goes through lm-eval's `TemplateLM`, exactly as its `hf` model does, so
 scores match lm-eval's HF path on the same checkpoint and files.
 """
 
@@ -51,26 +51,65 @@ class VLLMEngineLM(TemplateLM):
         return self.tokenizer.encode(string, add_special_tokens=add_special_tokens)
 
     def _loglikelihood_tokens(self, requests: list, disable_tqdm: bool = False, **kwargs: Any) -> list:
+        # One-token answers (choice letters) sharing a context are scored by a single next-token
+        # request that asks for exactly those tokens' log-probs; longer answers from prompt log-probs.
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        by_context: dict[tuple[int, ...], list[int]] = {}
+        longer = []
+        for i, (_, context_enc, continuation_enc) in enumerate(requests):
+            if len(continuation_enc) == 1 and len(context_enc) < self.max_length:
+                by_context.setdefault(tuple(context_enc), []).append(i)
+            else:
+                longer.append(i)
+        self._score_next_tokens(requests, by_context, results, disable_tqdm)
+        self._score_continuations(requests, longer, results, disable_tqdm)
+        for (key, _, _), result in zip(requests, results, strict=True):
+            if key is not None:
+                self.cache_hook.add_partial("loglikelihood", key, result)
+        return results
+
+    def _score_next_tokens(self, requests: list, by_context: dict, results: list, disable_tqdm: bool) -> None:
         from vllm import SamplingParams
 
+        if not by_context:
+            return
+        prompts, params = [], []
+        for context, indices in by_context.items():
+            tokens = sorted({requests[i][2][0] for i in indices})
+            prompts.append({"prompt_token_ids": list(context)})
+            params.append(
+                SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=tokens, detokenize=False)
+            )
+        outputs = self.llm.generate(prompts, params, use_tqdm=not disable_tqdm)
+        for indices, output in zip(by_context.values(), outputs, strict=True):
+            completion = output.outputs[0]
+            greedy_token = completion.token_ids[0]
+            for i in indices:
+                token = requests[i][2][0]
+                results[i] = (completion.logprobs[0][token].logprob, token == greedy_token)
+
+    def _score_continuations(
+        self, requests: list, indices: list[int], results: list, disable_tqdm: bool
+    ) -> None:
+        from vllm import SamplingParams
+
+        if not indices:
+            return
         prompts, spans = [], []
-        for _, context_enc, continuation_enc in requests:
+        for i in indices:
+            _, context_enc, continuation_enc = requests[i]
             whole = (context_enc + continuation_enc)[-self.max_length :]
             prompts.append({"prompt_token_ids": whole})
             spans.append((len(whole) - len(continuation_enc), whole))
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1, detokenize=False)
         outputs = self.llm.generate(prompts, params, use_tqdm=not disable_tqdm)
-        results = []
-        for (key, _, _), (start, whole), output in zip(requests, spans, outputs, strict=True):
+        for i, (start, whole), output in zip(indices, spans, outputs, strict=True):
             logprob, greedy = 0.0, True
             for position in range(start, len(whole)):
                 entry = output.prompt_logprobs[position][whole[position]]
                 logprob += entry.logprob
                 greedy = greedy and entry.rank == 1
-            results.append((logprob, greedy))
-            if key is not None:
-                self.cache_hook.add_partial("loglikelihood", key, (logprob, greedy))
-        return results
+            results[i] = (logprob, greedy)
 
     def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list[float]:
         pairs = [((None, None), [self.prefix_token_id], self.tok_encode(req.args[0])) for req in requests]
