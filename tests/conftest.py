@@ -105,7 +105,8 @@ def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """One `align serve` process over `tiny_model_dir` on a free loopback port, for the session.
 
     Yields the `ServeConfig` it runs (`.port`, `.api_key`, `.served_model_name`); the server's
-    base URL is `http://127.0.0.1:{port}` and its log is `config.log_file`.
+    base URL is `http://127.0.0.1:{port}` and its log is `config.log_file`. Weight updates are on:
+    a test that pushes other weights must push the tiny model's back when done.
     """
     import signal
     import subprocess
@@ -114,6 +115,7 @@ def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     import urllib.request
 
     from align.serve import ServeConfig
+    from rollouts.server import die_with_parent
 
     config = ServeConfig(
         checkpoint=tiny_model_dir,
@@ -124,9 +126,11 @@ def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     )
     command = [sys.executable, "-m", "align.cli", "serve", str(config.checkpoint), "--port", str(config.port)]
     command += ["--api_key", config.api_key, "--served_model_name", config.served_model_name]
-    command += ["--log_file", str(config.log_file)]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 240
+    command += ["--log_file", str(config.log_file), "--weight_updates", "true"]
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+    )
+    deadline = time.monotonic() + 300
     try:
         while True:
             if process.poll() is not None:

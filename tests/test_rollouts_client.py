@@ -42,8 +42,25 @@ def test_client_engine_groups_n_samples_by_prompt(client_engine, tiny_model_dir)
     assert all(len(r.token_ids) == len(r.logprobs) for r in rollouts)
 
 
-def test_client_engine_says_clearly_that_a_cpu_server_takes_no_weights(client_engine, tiny_model_dir):
-    from rollouts.client_engine import WeightUpdateUnsupported
+def test_client_engine_pushes_weights_through_the_weight_transfer_api(client_engine, tiny_model_dir):
+    import torch
 
-    with pytest.raises(WeightUpdateUnsupported, match="weight-transfer API"):
-        client_engine.load_weights([])
+    from align.models import load_model, load_tokenizer
+    from rollouts.hf_engine import HFEngine
+
+    policy, tokenizer = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    greedy = Sampling(max_new_tokens=16, temperature=0)
+    before = client_engine.generate(PROMPTS, greedy)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=3e-2)
+    batch = tokenizer(["What is 12 + 30? 12 + 30 = 42."] * 4, return_tensors="pt")
+    policy(**batch, labels=batch.input_ids).loss.backward()
+    optimizer.step()
+    try:
+        client_engine.load_weights(policy.named_parameters())
+        after = client_engine.generate(PROMPTS, greedy)
+        expected = HFEngine(policy, tokenizer).generate(PROMPTS, greedy)
+        assert [r.token_ids for r in after] == [r.token_ids for r in expected]
+        assert [r.token_ids for r in after] != [r.token_ids for r in before]
+    finally:
+        client_engine.load_weights(load_model(tiny_model_dir).named_parameters())
+    assert [r.token_ids for r in client_engine.generate(PROMPTS, greedy)] == [r.token_ids for r in before]

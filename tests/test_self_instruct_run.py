@@ -35,7 +35,7 @@ def test_self_instruct_writes_filtered_conversations_with_the_in_process_engine(
 ):
     config = SelfInstructConfig(
         seed_tasks=SEEDS, model=tiny_model_dir, output=tmp_path / "new.jsonl", num_tasks=20, max_rounds=3,
-        prompts_per_round=32, min_tokens=3, max_new_tokens=24, seed=0,
+        prompts_per_round=32, min_tokens=3, max_new_tokens=10, seed=0,
     )  # fmt: skip
     stats = self_instruct(config, vllm_engine)
     tasks = assert_trl_conversations_without_near_duplicates(config.output, config.max_similarity)
@@ -57,7 +57,7 @@ def test_align_self_instruct_prompts_an_align_serve_endpoint(vllm_server, tiny_m
     }
     status = main(
         ["self-instruct", "--seed_tasks", str(SEEDS), "--model", str(tiny_model_dir), "--output", str(output),
-         "--engine", json.dumps(engine), "--num_tasks", "5", "--max_rounds", "2", "--max_new_tokens", "24",
+         "--engine", json.dumps(engine), "--num_tasks", "5", "--max_rounds", "2", "--max_new_tokens", "10",
          "--include_seeds", "true"]
     )  # fmt: skip
     assert status == 0

@@ -70,15 +70,17 @@ def bench_preset(preset: str, batches: list[int], workdir: Path) -> dict[int, fl
     from rollouts.vllm_engine import VLLMEngine
 
     checkpoint = build_checkpoint(preset, workdir / preset)
-    hf = HFEngine(checkpoint)
-    tokens_per_second(hf, 4, seed=0)  # warm-up
-    hf_rates = {b: tokens_per_second(hf, b, seed=b) for b in batches}
-    del hf
     start = time.perf_counter()
     vllm = VLLMEngine(checkpoint, max_model_len=512, kv_cache_gib=1)
     print(f"{preset}: vLLM engine up in {time.perf_counter() - start:.1f} s", flush=True)
-    tokens_per_second(vllm, 16, seed=0)  # warm-up
-    vllm_rates = {b: tokens_per_second(vllm, b, seed=b) for b in batches}
+    hf = HFEngine(checkpoint)
+    tokens_per_second(hf, 4, seed=0)  # warm-up
+    tokens_per_second(vllm, 16, seed=0)
+    # Alternate the engines batch by batch, so a change in machine load hits both alike.
+    hf_rates, vllm_rates = {}, {}
+    for b in batches:
+        hf_rates[b] = tokens_per_second(hf, b, seed=b)
+        vllm_rates[b] = tokens_per_second(vllm, b, seed=b)
     vllm.close()
     ratios = {}
     print(f"{'preset':<6} {'batch':>5} {'HF tok/s':>10} {'vLLM tok/s':>11} {'ratio':>6}")
