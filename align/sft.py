@@ -144,6 +144,7 @@ def run_sft(config: SFTStageConfig) -> Path:
         "eval_loss": trainer.evaluate()["eval_loss"],
         "train_conversations": len(train),
         "eval_conversations": len(held_out),
+        "processes": trainer.args.world_size,
     }
     if prompts:
         metrics["accuracy_base"] = base["accuracy"]

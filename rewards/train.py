@@ -128,6 +128,7 @@ def run_reward_training(config: RewardStageConfig) -> Path:
         "accuracy": after,
         "train_pairs": len(train),
         "eval_pairs": len(held_out),
+        "processes": trainer.args.world_size,
     }
     out = Path(config.output_dir)
     trainer.save_model(str(out))
