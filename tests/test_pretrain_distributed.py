@@ -1,6 +1,7 @@
 """The same recipe under the two-process CPU accelerate config: same global batch, same losses."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,8 @@ def test_two_process_run_matches_the_single_process_losses(pretrain_recipe, pret
         "--config_file", str(REPO / "scripts/accelerate/cpu_2proc.yaml"),
         "-m", "align.cli", "pretrain", "--config", str(pretrain_recipe(run)),
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as the single-process baseline (see run_align)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stderr
     single, double = losses(pretrain_baseline), losses(run)

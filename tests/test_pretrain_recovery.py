@@ -15,6 +15,15 @@ from align.pretrain.config import PretrainConfig
 from align.pretrain.loop import run_pretrain
 
 
+@pytest.fixture
+def one_thread():
+    """Train in-process on one thread, as the subprocess runs do (see run_align in conftest)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def final_weights(run):
     return load_file(run / "final" / "model.safetensors")
 
@@ -72,7 +81,7 @@ def test_kill_while_writing_a_checkpoint_leaves_latest_on_a_complete_one(
 
 
 @pytest.mark.slow
-def test_injected_loss_spike_rolls_back_skips_the_batch_and_finishes(pretrain_recipe, tmp_path):
+def test_injected_loss_spike_rolls_back_skips_the_batch_and_finishes(pretrain_recipe, tmp_path, one_thread):
     run = tmp_path / "run"
     config = load_config(PretrainConfig, pretrain_recipe(run), {"test_spike_at_step": 7})
     final = run_pretrain(config)
@@ -88,7 +97,7 @@ def test_injected_loss_spike_rolls_back_skips_the_batch_and_finishes(pretrain_re
 
 @pytest.mark.slow
 def test_from_phase_2_restarts_at_the_end_of_phase_1_and_sets_later_checkpoints_aside(
-    pretrain_recipe, pretrain_baseline, tmp_path
+    pretrain_recipe, pretrain_baseline, tmp_path, one_thread
 ):
     run = tmp_path / "run"
     shutil.copytree(pretrain_baseline, run)

@@ -6,6 +6,10 @@ loss spike (roll back and skip the batch if so), backward, clip, step, log, chec
 ends at its step budget (or when a source runs out under `on_exhausted: stop`) with a protected
 phase-end checkpoint; the last phase's model is also saved as a plain HF directory.
 
+Crash recovery is a re-run with `--resume auto`; on a cluster let a supervisor do it, e.g.
+`accelerate launch --max_restarts 3 ... -m align.cli pretrain --config r.yaml --resume auto`, or
+`until align pretrain --config r.yaml --resume auto; do sleep 10; done` in the job script.
+
 Data parallelism: every process packs the same global batch from the same ledger and trains on
 its own slice of rows, so the ledger (saved by the main process) is the same everywhere.
 """
