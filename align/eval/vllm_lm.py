@@ -1,8 +1,8 @@
 """An lm-evaluation-harness `LM` over an in-process vLLM engine.
 
-Multiple choice with one-token answers (A/B/C/D) costs one next-token request per question that
-returns the log-probs of exactly the answer tokens; longer answers are scored from prompt
-log-probs. Generation is greedy with the task's stop strings. Tokenisation goes through lm-eval's `TemplateLM`, exactly as its `hf` model does, so
+Multiple choice whose answers differ only in their last token (A/B/C/D) costs a next-token
+request or two per question that return the log-probs of exactly the answer tokens; other
+answers are scored from prompt log-probs. Generation is greedy with the task's stop strings. Tokenisation goes through lm-eval's `TemplateLM`, exactly as its `hf` model does, so
 scores match lm-eval's HF path on the same checkpoint and files.
 """
 
@@ -51,42 +51,59 @@ class VLLMEngineLM(TemplateLM):
         return self.tokenizer.encode(string, add_special_tokens=add_special_tokens)
 
     def _loglikelihood_tokens(self, requests: list, disable_tqdm: bool = False, **kwargs: Any) -> list:
-        # One-token answers (choice letters) sharing a context are scored by a single next-token
-        # request that asks for exactly those tokens' log-probs; longer answers from prompt log-probs.
+        # Choices that differ only in their last token (" A", " B", ... after a shared " ") are scored
+        # with a few next-token requests per question that return exactly the needed tokens'
+        # log-probs; other continuations from prompt log-probs (a full pass per choice).
         results: list[tuple[float, bool] | None] = [None] * len(requests)
-        by_context: dict[tuple[int, ...], list[int]] = {}
-        longer = []
-        for i, (_, context_enc, continuation_enc) in enumerate(requests):
-            if len(continuation_enc) == 1 and len(context_enc) < self.max_length:
-                by_context.setdefault(tuple(context_enc), []).append(i)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (_, context_enc, _) in enumerate(requests):
+            groups.setdefault(tuple(context_enc), []).append(i)
+        stepwise, longer = {}, []
+        for context, indices in groups.items():
+            continuations = [requests[i][2] for i in indices]
+            shared = continuations[0][:-1]
+            if all(c[:-1] == shared and len(c) == len(shared) + 1 for c in continuations) and (
+                len(context) + len(shared) < self.max_length
+            ):
+                stepwise[context] = indices
             else:
-                longer.append(i)
-        self._score_next_tokens(requests, by_context, results, disable_tqdm)
+                longer.extend(indices)
+        self._score_stepwise(requests, stepwise, results, disable_tqdm)
         self._score_continuations(requests, longer, results, disable_tqdm)
         for (key, _, _), result in zip(requests, results, strict=True):
             if key is not None:
                 self.cache_hook.add_partial("loglikelihood", key, result)
         return results
 
-    def _score_next_tokens(self, requests: list, by_context: dict, results: list, disable_tqdm: bool) -> None:
+    def _score_stepwise(self, requests: list, groups: dict, results: list, disable_tqdm: bool) -> None:
         from vllm import SamplingParams
 
-        if not by_context:
+        prompts, params, steps = [], [], []
+        for context, indices in groups.items():
+            shared = requests[indices[0]][2][:-1]
+            for k in range(len(shared) + 1):
+                wanted = [shared[k]] if k < len(shared) else sorted({requests[i][2][-1] for i in indices})
+                prompts.append({"prompt_token_ids": [*context, *shared[:k]]})
+                params.append(
+                    SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=wanted, detokenize=False)
+                )
+                steps.append((context, k))
+        if not prompts:
             return
-        prompts, params = [], []
-        for context, indices in by_context.items():
-            tokens = sorted({requests[i][2][0] for i in indices})
-            prompts.append({"prompt_token_ids": list(context)})
-            params.append(
-                SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=tokens, detokenize=False)
-            )
         outputs = self.llm.generate(prompts, params, use_tqdm=not disable_tqdm)
-        for indices, output in zip(by_context.values(), outputs, strict=True):
-            completion = output.outputs[0]
-            greedy_token = completion.token_ids[0]
+        step_output = {step: output.outputs[0] for step, output in zip(steps, outputs, strict=True)}
+        for context, indices in groups.items():
+            shared = requests[indices[0]][2][:-1]
+            prefix_logprob, prefix_greedy = 0.0, True
+            for k, token in enumerate(shared):
+                completion = step_output[context, k]
+                prefix_logprob += completion.logprobs[0][token].logprob
+                prefix_greedy = prefix_greedy and completion.token_ids[0] == token
+            last = step_output[context, len(shared)]
             for i in indices:
-                token = requests[i][2][0]
-                results[i] = (completion.logprobs[0][token].logprob, token == greedy_token)
+                token = requests[i][2][-1]
+                greedy = prefix_greedy and last.token_ids[0] == token
+                results[i] = (prefix_logprob + last.logprobs[0][token].logprob, greedy)
 
     def _score_continuations(
         self, requests: list, indices: list[int], results: list, disable_tqdm: bool
