@@ -91,3 +91,18 @@ def test_a_row_without_text_names_the_file_and_line(tmp_path):
     shard.write_text(json.dumps({"text": "fine"}) + "\n" + json.dumps({"body": "x"}) + "\n", encoding="utf-8")
     with pytest.raises(InputError, match="bad.jsonl:2"):
         load_source(SourceConfig("s", shard))
+
+
+@pytest.mark.slow
+def test_a_real_two_phase_run_trains_each_document_once_in_each_phases_proportions(pretrain_baseline):
+    root = pretrain_baseline / "checkpoints"
+    ledger = json.loads((root / (root / "latest").read_text().strip() / "ledger.json").read_text())
+    assert len(ledger["consumed"]) == len(set(ledger["consumed"])) > 0
+    mixtures = [
+        {"en": 0.6, "zh": 0.3, "other": 0.1},
+        {"en": 0.2, "zh": 0.3, "other": 0.5},
+    ]  # pretrain_recipe's
+    assert len(ledger["phase_counts"]) == 2
+    for counts, mixture in zip(ledger["phase_counts"], mixtures, strict=True):
+        drawn = sum(counts.values())
+        assert all(abs(counts.get(name, 0) - weight * drawn) <= 1 for name, weight in mixture.items()), counts
