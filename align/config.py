@@ -187,7 +187,11 @@ def build(cls: type[C], values: dict[str, Any], prefix: str = "") -> C:
 
 
 def read_recipe(path: Path | str) -> dict[str, Any]:
-    """Read a YAML recipe, substituting a top-level `run_dir` for `${run_dir}`."""
+    """Read a YAML recipe; `extends: other.yaml` (relative to this file) starts from another recipe.
+
+    Sections of the extending recipe are merged key by key over the base's (nested mappings too;
+    lists and scalars are replaced), so a smaller variant of a recipe states only what differs.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config: file not found: {path}")
@@ -197,7 +201,21 @@ def read_recipe(path: Path | str) -> dict[str, Any]:
         raise ConfigError(f"config: {path} is not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config: {path} must hold a mapping of keys to values")
+    base = data.pop("extends", None)
+    if base is not None:
+        data = merge(read_recipe(path.parent / str(base)), data)
     return data
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` merged over `base`: mappings recursively, everything else replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def substitute(values: Any, run_dir: str | None) -> Any:

@@ -93,3 +93,12 @@ def test_every_field_has_a_docstring():
         "phases",
         "resume",
     }
+
+
+def test_a_recipe_extends_another_and_overrides_only_what_differs(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "run_dir: /runs/big\npipeline: {stages: [example]}\nexample: {steps: 100, learning_rate: 0.1}\n"
+    )
+    (tmp_path / "small.yaml").write_text("extends: base.yaml\nrun_dir: /runs/small\nexample: {steps: 2}\n")
+    config = load_config(Example, tmp_path / "small.yaml", section="example")
+    assert (config.steps, config.learning_rate) == (2, 0.1)
