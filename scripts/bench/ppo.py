@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--engine", default="vllm", choices=["vllm", "hf"])
     parser.add_argument("--prompts_per_iteration", type=int, default=64)
+    parser.add_argument("--num_threads", type=int, default=None, help="torch threads (1 on a busy machine)")
     args = parser.parse_args()
 
     from align.ppo.config import PPOConfig
@@ -73,6 +74,7 @@ def main() -> None:
             ppo_epochs=1,
             save_every=0,
             report_to=["none"],
+            num_threads=args.num_threads,
         )
         run_ppo(config)
         rows = [json.loads(line) for line in (root / "ppo/metrics.jsonl").read_text().splitlines()]
