@@ -77,3 +77,17 @@ def test_align_eval_writes_results_tables_and_charts(tiny_model_dir, tmp_path):
     table = (out / "tables" / "mmlu.md").read_text()
     assert "| tiny |" in table and "| InternLM |" in table
     assert (out / "tables" / "overview.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_generation_tasks_score_through_a_vllm_endpoint(vllm_server, tiny_model_dir, tmp_path, monkeypatch):
+    from align.eval.config import EvalConfig
+    from align.eval.run import run_eval
+
+    monkeypatch.setenv("OPENAI_API_KEY", vllm_server.api_key)
+    benchmarks = {"triviaqa": str(FIXTURES / "triviaqa.jsonl"), "nq": str(FIXTURES / "nq_open.jsonl")}
+    models = {"served": f"http://127.0.0.1:{vllm_server.port}/v1", "local": str(tiny_model_dir)}
+    saved = run_eval(EvalConfig(models=models, benchmarks=benchmarks, output_dir=tmp_path, backend="hf"))
+    # The endpoint greedy-decodes the same checkpoint, so it scores as lm-eval's hf model does.
+    assert saved["models"]["served"]["scores"] == saved["models"]["local"]["scores"]
+    assert saved["lm_eval"]["served"]["triviaqa"]["sample_len"] == 2

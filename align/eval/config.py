@@ -32,7 +32,8 @@ class EvalConfig:
 
     models: dict[str, str]
     """Row label -> HF checkpoint directory, or an OpenAI-compatible endpoint URL
-    (`http://127.0.0.1:8000/v1`, generation tasks only), e.g. {base: runs/demo/base}."""
+    (`http://127.0.0.1:8000/v1`, generation tasks only; key in OPENAI_API_KEY), e.g.
+    {base: runs/demo/base}."""
     benchmarks: dict[str, str]
     """Benchmark -> its local files in the published format (a folder or a file; `builtin` for
     HumanEval's 164 shipped problems). Benchmarks: mmlu, ceval, agieval, gaokao, race, truthfulqa,

@@ -11,6 +11,7 @@ import dataclasses
 import gc
 import json
 import logging
+import os
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -106,14 +107,27 @@ def headline_scores(results: dict[str, Any], rendered: RenderedTasks) -> dict[st
     return scores
 
 
+def _auth_header() -> dict[str, str]:
+    key = os.environ.get("OPENAI_API_KEY")  # lm-eval's API models read the same variable
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def _make_lm(config: EvalConfig, location: str) -> Any:
     if location.startswith(("http://", "https://")):
         from lm_eval.models.openai_completions import LocalCompletionsAPI
 
         base = location.rstrip("/")
-        with urllib.request.urlopen(f"{base}/models", timeout=30) as response:  # noqa: S310 (user's own server)
+        request = urllib.request.Request(f"{base}/models", headers=_auth_header())
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (user's own server)
             served = json.load(response)["data"][0]["id"]
-        return LocalCompletionsAPI(base_url=f"{base}/completions", model=served, tokenizer_backend=None)
+        return LocalCompletionsAPI(
+            base_url=f"{base}/completions",
+            model=served,
+            tokenizer_backend=None,
+            tokenized_requests=False,
+            num_concurrent=8,
+            max_gen_toks=256,
+        )
     if config.backend == "hf":
         from lm_eval.models.huggingface import HFLM
 
