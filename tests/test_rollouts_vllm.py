@@ -41,6 +41,20 @@ def test_vllm_engine_speaks_the_rollout_protocol(vllm_engine):
     assert all(len(r.token_ids) == len(r.logprobs) <= 8 for r in rollouts)
 
 
+def test_a_seeded_call_is_reproducible_and_leaves_the_trainers_rng_alone(vllm_engine):
+    import torch
+
+    sampling = Sampling(max_new_tokens=8, n=2, seed=3)
+    torch.manual_seed(0)
+    first = vllm_engine.generate(PROMPTS, sampling)
+    trainer_draw = torch.rand(1)
+    torch.manual_seed(0)
+    again = vllm_engine.generate(PROMPTS, sampling)
+    assert torch.rand(1) == trainer_draw
+    other = vllm_engine.generate(PROMPTS, Sampling(max_new_tokens=8, n=2, seed=4))
+    assert [r.token_ids for r in first] == [r.token_ids for r in again] != [r.token_ids for r in other]
+
+
 @pytest.mark.slow
 def test_greedy_completions_match_hf_after_an_optimizer_step(vllm_engine, policy, tiny_model_dir):
     import torch
