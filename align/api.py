@@ -16,8 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from align.cli import COMMANDS, Command, find_command, resolve, section_name
-from align.config import load_config
+from align.cli import COMMANDS, Command, load_command_config, resolve
 from align.models import build_model, load_model, load_tokenizer, train_tokenizer
 
 __all__ = [
@@ -54,9 +53,7 @@ def config(
 
     `run_dir` replaces the recipe's own `run_dir` in `${run_dir}` substitutions.
     """
-    path = command.split()
-    cls = resolve(find_command(path).config)
-    return load_config(cls, recipe, overrides, section=section_name(path), run_dir=run_dir)
+    return load_command_config(command.split(), None if recipe is None else str(recipe), overrides, run_dir)
 
 
 def run(config: Any) -> Any:

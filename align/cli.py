@@ -15,7 +15,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from align.config import _type_name, field_docs, load_config
+import yaml
+
+from align.config import _type_name, field_docs, load_config, to_dict
 from align.errors import ConfigError, InputError
 
 
@@ -181,6 +183,15 @@ def _add_config_options(parser: argparse.ArgumentParser, command: Command) -> No
         metavar="RECIPE.yaml",
         help="recipe file: this command's fields, or a multi-stage recipe with a section for it",
     )
+    if "run_dir" not in {f.name for f in dataclasses.fields(cls)}:
+        parser.add_argument(
+            "--run_dir", metavar="DIR", help="replaces the recipe's run_dir in its ${run_dir} substitutions"
+        )
+    parser.add_argument(
+        "--check_config",
+        action="store_true",
+        help="load and validate the config, print it as YAML, and exit without running",
+    )
     for name in command.positional:
         parser.add_argument(f"_{name}", nargs="?", metavar=name.upper(), help=docs.get(name, ""))
     for f in dataclasses.fields(cls):
@@ -232,15 +243,28 @@ def build_parser(command: Command, path: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
-def run_command(path: list[str], config_path: str | None, overrides: dict[str, Any]) -> Any:
-    """Load a command's config and run it: the one implementation behind CLI, pipeline and Python API."""
-    command = find_command(path)
-    cls = resolve(command.config)
+def load_command_config(
+    path: list[str], config_path: str | None, overrides: dict[str, Any], run_dir: str | None = None
+) -> Any:
+    """The validated config of the command at `path`, from a recipe file and overrides."""
+    cls = resolve(find_command(path).config)
     if config_path is not None and "recipe" in {f.name for f in dataclasses.fields(cls)}:
         # A command that reads a whole recipe (the pipeline) is given the --config file itself.
         overrides = {"recipe": config_path, **overrides}
-    config = load_config(cls, config_path, overrides, section=section_name(path))
-    return resolve(command.run)(config)
+    return load_config(cls, config_path, overrides, section=section_name(path), run_dir=run_dir)
+
+
+def parse_command_line(argv: list[str]) -> tuple[list[str], Any, argparse.Namespace]:
+    """Parse `COMMAND ... [--config R] [--FIELD V ...]` into its path, validated config and options."""
+    path, rest = split_command(argv)
+    command = find_command(path)
+    args, unknown = build_parser(command, path).parse_known_args(rest)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown option; see align {' '.join(path)} --help")
+    reserved = ("config", "log_level", "run_dir", "check_config")
+    overrides = {k.lstrip("_"): v for k, v in vars(args).items() if k not in reserved and v is not None}
+    run_dir = getattr(args, "run_dir", None)
+    return path, load_command_config(path, args.config, overrides, run_dir), args
 
 
 def find_command(path: list[str], allow_group: bool = False) -> Command:
@@ -283,18 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     if not command.config:
         print(_usage(path, command.children, command.summary))
         return 0 if rest and rest[0] in ("-h", "--help") else 2
-    args, unknown = build_parser(command, path).parse_known_args(rest)
-    if unknown:
-        print(f"{prog}: error: {unknown[0]}: unknown option; see {prog} --help", file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
-    overrides = {
-        k.lstrip("_"): v for k, v in vars(args).items() if k not in ("config", "log_level") and v is not None
-    }
     try:
-        run_command(path, args.config, overrides)
+        path, config, args = parse_command_line(argv)
+        logging.basicConfig(
+            level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+        )
+        if args.check_config:
+            print(yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True), end="")
+            return 0
+        resolve(command.run)(config)
     except ConfigError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2

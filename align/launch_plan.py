@@ -33,8 +33,7 @@ def dry_run_launch(line: str) -> LaunchPlan:
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
     from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
 
-    from align.cli import find_command, resolve, section_name, split_command
-    from align.config import load_config
+    from align.cli import parse_command_line
 
     words = shlex.split(line)
     if words[:2] != ["accelerate", "launch"]:
@@ -55,17 +54,7 @@ def dry_run_launch(line: str) -> LaunchPlan:
         env = prepare_multi_gpu_env(args)
     else:
         launcher, env = "simple", {}
-    path, rest = split_command(list(args.training_script_args))
-    command = find_command(path)
-    recipe, overrides = None, {}
-    pairs = iter(rest)
-    for word in pairs:
-        value = next(pairs)
-        if word == "--config":
-            recipe = value
-        else:
-            overrides[word.removeprefix("--")] = value
-    config = load_config(resolve(command.config), recipe, overrides, section=section_name(path))
+    path, config, _ = parse_command_line(list(args.training_script_args))
     return LaunchPlan(
         launcher=launcher,
         num_processes=int(args.num_processes or 1),

@@ -108,3 +108,18 @@ def test_unknown_command_is_refused():
     result = align("fly")
     assert result.returncode == 2
     assert "fly: unknown command" in result.stderr
+
+
+def test_check_config_prints_the_resolved_config_and_runs_nothing(tmp_path):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"run_dir: /elsewhere\npipeline: {{stages: []}}\nimport-base:\n  gguf_file: {gguf}\n  output_dir: ${{run_dir}}/base\n"
+    )
+    result = align(
+        "import-base", "--config", str(recipe), "--run_dir", str(tmp_path / "run"), "--check_config"
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"output_dir: {tmp_path / 'run'}/base" in result.stdout
+    assert not (tmp_path / "run").exists()
