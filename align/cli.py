@@ -251,6 +251,9 @@ def load_command_config(
     if config_path is not None and "recipe" in {f.name for f in dataclasses.fields(cls)}:
         # A command that reads a whole recipe (the pipeline) is given the --config file itself.
         overrides = {"recipe": config_path, **overrides}
+    if run_dir is not None and "run_dir" in {f.name for f in dataclasses.fields(cls)}:
+        # A command with its own run_dir field (the pipeline) takes --run_dir as that field too.
+        overrides = {"run_dir": run_dir, **overrides}
     return load_config(cls, config_path, overrides, section=section_name(path), run_dir=run_dir)
 
 
