@@ -33,6 +33,8 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         try:
             results = evaluate(lm, rendered, limit=config.limit, seed=config.seed)["results"]
         finally:
+            if hasattr(lm, "close"):
+                lm.close()
             del lm
             gc.collect()
         models[label] = {"checkpoint": location, "scores": headline_scores(results, rendered)}

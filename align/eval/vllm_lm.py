@@ -8,7 +8,9 @@ scores match lm-eval's HF path on the same checkpoint and files.
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from lm_eval.api.model import TemplateLM
@@ -26,14 +28,26 @@ class VLLMEngineLM(TemplateLM):
         self.max_length = llm.llm_engine.model_config.max_model_len
         self.max_gen_toks = max_gen_toks
         """Cap on new tokens per generation (None: the task's `max_gen_toks`, 256 if unset)."""
+        self.engine: Any = None
 
     @classmethod
     def from_checkpoint(cls, path: str, max_model_len: int | None = None, seed: int = 0) -> VLLMEngineLM:
-        """Start an engine for an HF checkpoint directory (float32, eager: CPU-friendly)."""
-        from vllm import LLM
+        """Start an in-process engine (the rollouts' `VLLMEngine`: float32, eager, 1 GiB KV cache)."""
+        from rollouts.vllm_engine import VLLMEngine
 
-        llm = LLM(model=path, dtype="float32", max_model_len=max_model_len, enforce_eager=True, seed=seed)
-        return cls(llm)
+        if max_model_len is None:
+            config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+            max_model_len = int(config.get("max_position_embeddings", 2048))
+        engine = VLLMEngine(path, max_model_len=max_model_len, seed=seed)
+        lm = cls(engine.llm)
+        lm.engine = engine
+        return lm
+
+    def close(self) -> None:
+        """Stop the engine this adapter started (an engine passed in is left to its owner)."""
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
 
     @property
     def eot_token_id(self) -> int:
@@ -115,7 +129,8 @@ class VLLMEngineLM(TemplateLM):
         prompts, spans = [], []
         for i in indices:
             _, context_enc, continuation_enc = requests[i]
-            whole = (context_enc + continuation_enc)[-self.max_length :]
+            # One slot stays free for the single token vLLM must generate (HF keeps max_length).
+            whole = (context_enc + continuation_enc)[-(self.max_length - 1) :]
             prompts.append({"prompt_token_ids": whole})
             spans.append((len(whole) - len(continuation_enc), whole))
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1, detokenize=False)
