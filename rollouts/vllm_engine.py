@@ -37,10 +37,12 @@ def sampling_params(sampling: Sampling) -> Any:
         max_tokens=sampling.max_new_tokens,
         stop_token_ids=list(sampling.stop_token_ids),
         logprobs=0 if sampling.logprobs else None,
+        # Stops are token ids, so vLLM need not detokenize every step; texts are decoded once at the end.
+        detokenize=False,
     )
 
 
-def to_rollouts(outputs: Sequence[Any]) -> list[Rollout]:
+def to_rollouts(outputs: Sequence[Any], tokenizer: Any) -> list[Rollout]:
     """Rollouts from vLLM `RequestOutput`s, one per completion, in prompt order."""
     rollouts = []
     for index, output in enumerate(outputs):
@@ -54,7 +56,7 @@ def to_rollouts(outputs: Sequence[Any]) -> list[Rollout]:
                     prompt_index=index,
                     prompt_token_ids=list(output.prompt_token_ids),
                     token_ids=ids,
-                    text=completion.text,
+                    text=tokenizer.decode(ids, skip_special_tokens=True),
                     logprobs=logprobs,
                     finish_reason="stop" if completion.finish_reason == "stop" else "length",
                 )
@@ -121,7 +123,7 @@ class VLLMEngine:
             with torch.random.fork_rng():
                 torch.manual_seed(sampling.seed)
                 outputs = self.llm.generate(inputs, sampling_params(sampling), use_tqdm=False)
-        return to_rollouts(outputs)
+        return to_rollouts(outputs, self.tokenizer)
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Push the policy's weights (HF names) into the running engine; no restart, no disk."""
