@@ -15,7 +15,7 @@ demo: setup
 
 # Lint, then the whole test suite (`pytest -m "not slow"` for the quick part).
 test:
-	bash scripts/setup.sh --browser
+	bash scripts/setup.sh --test-tools
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	$(VENV)/python -m pytest
