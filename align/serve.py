@@ -44,6 +44,8 @@ class ServeConfig:
     """Memory for the KV cache, GiB."""
     seed: int = 0
     """Sampling seed of the engine."""
+    tensor_parallel_size: int = 1
+    """Split the model across this many GPUs (vLLM tensor parallelism; 1 on CPU)."""
     weight_updates: bool = False
     """Open vLLM's RL routes (/pause, /update_weights, ...) by setting VLLM_SERVER_DEV_MODE=1."""
     startup_timeout: float = 300.0
@@ -59,6 +61,7 @@ class ServeConfig:
             )
         check_range("port", self.port, 1, 65535)
         check_positive("max_model_len", self.max_model_len)
+        check_positive("tensor_parallel_size", self.tensor_parallel_size)
         check_positive("kv_cache_gib", self.kv_cache_gib)
         check_positive("startup_timeout", self.startup_timeout)
         if not self.served_model_name:
@@ -79,6 +82,7 @@ def server_settings(config: ServeConfig) -> ServerSettings:
         dtype=config.dtype,
         kv_cache_gib=config.kv_cache_gib,
         seed=config.seed,
+        tensor_parallel_size=config.tensor_parallel_size,
         weight_updates=config.weight_updates,
     )
 

@@ -41,6 +41,8 @@ class ServerSettings:
     dtype: str = "float32"
     kv_cache_gib: float = 1.0
     seed: int = 0
+    tensor_parallel_size: int = 1
+    """GPUs one model is split across (vLLM tensor parallelism)."""
     weight_updates: bool = False
     """Open vLLM's RL routes (`/pause`, `/update_weights`, ...; `VLLM_SERVER_DEV_MODE=1`) with the
     shared-memory CPU backend of `rollouts.weight_transfer` (for CUDA backends pass `extra_args`)."""
@@ -88,6 +90,8 @@ def serve_command(settings: ServerSettings) -> list[str]:
         "--max-num-batched-tokens",
         str(max(8192, settings.max_model_len)),
     ]
+    if settings.tensor_parallel_size > 1:
+        args += ["--tensor-parallel-size", str(settings.tensor_parallel_size)]
     if settings.api_key:
         args += ["--api-key", settings.api_key]
     if settings.weight_updates:

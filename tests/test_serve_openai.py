@@ -52,3 +52,13 @@ def test_serve_rejects_a_directory_without_a_model(tmp_path):
     from align.cli import main
 
     assert main(["serve", str(tmp_path)]) == 2
+
+
+def test_tensor_parallelism_reaches_the_vllm_command_line(tiny_model_dir):
+    from align.serve import ServeConfig, server_settings
+    from rollouts.server import serve_command
+
+    single = serve_command(server_settings(ServeConfig(checkpoint=tiny_model_dir)))
+    split = serve_command(server_settings(ServeConfig(checkpoint=tiny_model_dir, tensor_parallel_size=4)))
+    assert "--tensor-parallel-size" not in single
+    assert split[split.index("--tensor-parallel-size") + 1] == "4"
