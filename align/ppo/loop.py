@@ -397,7 +397,10 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
         plot_curves(metrics_path, out / "curves.png")
         log.info("final policy in %s; curves in %s", final, out / "curves.png")
     checkpoints.close()
-    accelerator.end_training()
+    # Not `end_training()`: it destroys the default process group, which a colocated vLLM engine
+    # (owned by the caller) still uses.
+    for tracker in accelerator.trackers:
+        tracker.finish()
     return final
 
 
