@@ -275,3 +275,21 @@ def planted_output(corpus_config) -> Path:
     from align.corpus.pipeline import run_corpus
 
     return run_corpus(corpus_config())
+
+
+# --- the whole tiny pipeline, once per session (docs commands and notebooks build on its outputs)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory holding every stage's output: `align pipeline` on scripts/recipes/tiny.yaml."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path_factory.mktemp("tiny-run")
+    command = [sys.executable, "-m", "align.cli", "pipeline", "--config", "scripts/recipes/tiny.yaml"]
+    result = subprocess.run(
+        [*command, "--run_dir", str(run_dir)], cwd=REPO, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return run_dir

@@ -1,7 +1,8 @@
 """The notebooks run top to bottom on the tiny recipe and draw their plots (so they never rot).
 
-`notebooks/pipeline.ipynb` is also the end-to-end test of every stage: it runs the whole
-`scripts/recipes/tiny.yaml` pipeline (corpus to eval report) through the Python API.
+`notebooks/pipeline.ipynb` runs the whole `scripts/recipes/tiny.yaml` pipeline (corpus to eval
+report) through the Python API; here it is pointed at the session's `tiny_run_dir`, which ran that
+very pipeline once for every test that needs a complete run, so it plots without training again.
 `notebooks/reward_model_study.ipynb` then trains its reward model on that run's SFT model.
 """
 
@@ -44,8 +45,9 @@ def summary(cells: list) -> dict:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("notebook-run")
+def run_dir(tiny_run_dir: Path) -> Path:
+    """The session's tiny pipeline run: the notebook's own pipeline call finds every stage done."""
+    return tiny_run_dir
 
 
 @pytest.fixture(scope="module")

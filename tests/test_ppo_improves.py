@@ -61,12 +61,12 @@ def sft_and_rm(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     return Path(sft), Path(rm)
 
 
+# An acceptance run (about 10 minutes on two cores), outside the default suite: run it with
+# `pytest -m acceptance tests/test_ppo_improves.py`. It does not pass yet on the tiny preset; the
+# last run measured gae 2.31 -> 2.25 RM reward and correctness 0.44 -> 0.41, rloo 2.31 -> 2.29 and
+# 0.44 -> 0.27 after 12 iterations.
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="acceptance 3 not reached on the tiny preset in 12 iterations: the test's run measured "
-    "gae 2.31 -> 2.25 RM reward, correct 0.44 -> 0.41; rloo 2.31 -> 2.29, 0.44 -> 0.27 (see report)",
-    strict=False,
-)
+@pytest.mark.acceptance
 @pytest.mark.parametrize("advantage", ["gae", "rloo"])
 def test_ppo_beats_sft_on_reward_and_correctness_within_the_kl_bound(
     advantage, sft_and_rm, tmp_path, vllm_engine
