@@ -37,7 +37,10 @@ ALIGN_RUNS = [c for _, c in COMMANDS if c.startswith("align ") and "--help" not 
 
 def on_tiny_run(line: str, run_dir: Path) -> str:
     """Point a documented command at the session's tiny run directory."""
-    return line.replace("runs/demo", str(run_dir)).replace("runs/tiny", str(run_dir))
+    line = line.replace("runs/demo", str(run_dir)).replace("runs/tiny", str(run_dir))
+    if "--config scripts/recipes/" in line and "--run_dir" not in line:
+        line += f" --run_dir {run_dir}"  # the recipe's own run_dir, moved to the session's run
+    return line
 
 
 def test_the_docs_have_commands():
