@@ -8,21 +8,20 @@ PROMPTS = ["What is 12 + 30?", "你好，世界", "the a of to and", "<|im_start
 
 
 @pytest.mark.slow
-def test_greedy_tokens_match_between_transformers_and_vllm(tiny_model_dir):
-    from vllm import LLM, SamplingParams
+def test_greedy_tokens_match_between_transformers_and_vllm(tiny_model_dir, vllm_engine):
+    import torch
 
     from align.models import load_model, load_tokenizer
+    from rollouts.base import Sampling
 
     tokenizer, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir)
-    llm = LLM(model=str(tiny_model_dir), dtype="float32", max_model_len=256, enforce_eager=True, seed=0)
-    try:
-        outputs = llm.generate(PROMPTS, SamplingParams(temperature=0, max_tokens=24, ignore_eos=True))
-    finally:
-        del llm
-    for prompt, output in zip(PROMPTS, outputs, strict=True):
-        ids = tokenizer(prompt, return_tensors="pt").input_ids
-        expected = model.generate(ids, max_new_tokens=24, min_new_tokens=24, do_sample=False)[
-            0, ids.shape[1] :
-        ]
-        assert output.prompt_token_ids == ids[0].tolist()
-        assert list(output.outputs[0].token_ids) == expected.tolist()
+    # The session's engine was started from tiny_model_dir; push its weights in case a test changed them.
+    vllm_engine.load_weights(model.named_parameters())
+    prompt_ids = [tokenizer(p).input_ids for p in PROMPTS]
+    rollouts = vllm_engine.generate(prompt_ids, Sampling(temperature=0.0, max_new_tokens=24))
+    for ids, rollout in zip(prompt_ids, rollouts, strict=True):
+        expected = model.generate(
+            torch.tensor([ids]), max_new_tokens=24, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )[0, len(ids) :]
+        assert rollout.prompt_token_ids == ids
+        assert rollout.token_ids == expected.tolist()
