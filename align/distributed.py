@@ -22,3 +22,14 @@ def use_cpu() -> bool:
     import torch
 
     return not torch.cuda.is_available()
+
+
+def finish_trackers(accelerator) -> None:
+    """End a run's trackers without `Accelerator.end_training()`.
+
+    `end_training()` also destroys the default process group, which an in-process vLLM engine in
+    the same process (colocated rollouts, a notebook, the test session) still uses; the group goes
+    away with the process anyway.
+    """
+    for tracker in accelerator.trackers:
+        tracker.finish()

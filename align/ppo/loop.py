@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from align.checkpoint import CheckpointManager
-from align.distributed import make_accelerator
+from align.distributed import finish_trackers, make_accelerator
 from align.errors import InputError
 from align.models import load_model, load_tokenizer
 from align.ppo.advantages import ESTIMATORS, masked_mean, whiten
@@ -397,10 +397,7 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
         plot_curves(metrics_path, out / "curves.png")
         log.info("final policy in %s; curves in %s", final, out / "curves.png")
     checkpoints.close()
-    # Not `end_training()`: it destroys the default process group, which a colocated vLLM engine
-    # (owned by the caller) still uses.
-    for tracker in accelerator.trackers:
-        tracker.finish()
+    finish_trackers(accelerator)
     return final
 
 

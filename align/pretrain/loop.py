@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from align.checkpoint import CheckpointManager, read_meta
 from align.config import to_dict
-from align.distributed import make_accelerator
+from align.distributed import finish_trackers, make_accelerator
 from align.errors import ConfigError, InputError
 from align.models import PRESETS, build_model, count_parameters, load_model, load_tokenizer
 from align.pretrain.config import PretrainConfig
@@ -228,7 +228,7 @@ def run_pretrain(config: PretrainConfig) -> Path:
     if accelerator.is_main_process:
         _save_final(final, accelerator.unwrap_model(model), tokenizer)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    finish_trackers(accelerator)
     log.info("pretraining finished at step %d; model in %s", at.step, final)
     return final
 
