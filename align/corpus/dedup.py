@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from datatrove.data import Document, DocumentsPipeline
 
-from align.corpus.steps import RecordingStep
+from align.corpus.steps import FilterStep, RecordingStep
 from align.corpus.text import normalize, shingles
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
@@ -60,7 +60,7 @@ class NearDuplicateFilter(RecordingStep):
             yield doc
 
 
-class ParagraphDedup(RecordingStep):
+class ParagraphDedup(FilterStep):
     """Removes paragraphs seen before (exact match after normalizing case and whitespace); drops a
     document left with nothing."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from datatrove.data import Document
 
-from align.corpus.steps import RecordingStep
+from align.corpus.steps import FilterStep
 
 # Chinese written in the Wu and Cantonese lects is labelled separately by lid.176; the corpus
 # treats it as Chinese, as a reader would.
@@ -36,7 +36,7 @@ class LanguageIdentifier:
         return ALIASES.get(lang, lang), float(probs[0])
 
 
-class LanguageFilter(RecordingStep):
+class LanguageFilter(FilterStep):
     """Tags `lang` and `lang_score`; keeps documents in the keep list scored at least `min_score`."""
 
     stage = "language"

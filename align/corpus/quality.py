@@ -17,7 +17,7 @@ from datatrove.data import Document
 
 from align.corpus.config import QualityTrainConfig
 from align.corpus.documents import iter_texts
-from align.corpus.steps import RecordingStep, write_json_atomic
+from align.corpus.steps import FilterStep, write_json_atomic
 from align.corpus.text import fasttext_line, words
 from align.errors import InputError
 
@@ -120,7 +120,7 @@ class QualityScorer:
         return float(dict(zip(labels, probs, strict=True)).get(GOLD, 0.0))
 
 
-class QualityFilter(RecordingStep):
+class QualityFilter(FilterStep):
     """Tags `quality_score`; keeps documents scored at least `min_score`."""
 
     stage = "quality"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from datatrove.data import Document
 
-from align.corpus.steps import RecordingStep
+from align.corpus.steps import FilterStep
 from align.corpus.text import is_cjk, words
 
 BOILERPLATE = re.compile(
@@ -99,7 +99,7 @@ def check_rules(text: str, t: RuleThresholds) -> tuple[str | None, str]:
     return None, text
 
 
-class RuleFilter(RecordingStep):
+class RuleFilter(FilterStep):
     """Drops documents failing a heuristic; strips boilerplate lines from the ones it keeps."""
 
     stage = "rules"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from abc import abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def write_json_atomic(path: Path, value: object) -> None:
 
 
 class RecordingStep(PipelineStep):
-    """A filter that records its decisions; subclasses implement `decide`."""
+    """A step that records its decisions; subclasses implement `documents`."""
 
     stage = "step"
     type = "🔻 - FILTER"
@@ -43,10 +44,6 @@ class RecordingStep(PipelineStep):
     @property
     def name(self) -> str:
         return self.stage
-
-    def decide(self, doc: Document) -> str | None:
-        """None to keep the document (possibly edited in place), or the reason to drop it."""
-        raise NotImplementedError
 
     def count(self, doc: Document, index: int) -> None:
         key = f"{doc.metadata.get('lang', '?')}\t{doc.metadata.get('source', '?')}"
@@ -71,15 +68,9 @@ class RecordingStep(PipelineStep):
         }
         self._dropped.write(json.dumps(record, ensure_ascii=False) + "\n")
 
+    @abstractmethod
     def documents(self, data: DocumentsPipeline, rank: int, world_size: int) -> Iterator[Document]:
-        for doc in data:
-            self.count(doc, 0)
-            reason = self.decide(doc)
-            if reason is None:
-                self.count(doc, 2)
-                yield doc
-            else:
-                self.drop(rank, reason, doc.id, _public(doc.metadata), doc.text)
+        """The documents this step passes on; it calls `count` and `drop` for what it sees."""
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         with self.track_time():
@@ -91,6 +82,24 @@ class RecordingStep(PipelineStep):
             Path(self.work_dir) / "counts" / f"{self.stage}-{rank:05d}.json",
             {"stage": self.stage, "rows": rows, "reasons": self._reasons},
         )
+
+
+class FilterStep(RecordingStep):
+    """A step that decides document by document; subclasses implement `decide`."""
+
+    @abstractmethod
+    def decide(self, doc: Document) -> str | None:
+        """None to keep the document (possibly edited in place), or the reason to drop it."""
+
+    def documents(self, data: DocumentsPipeline, rank: int, world_size: int) -> Iterator[Document]:
+        for doc in data:
+            self.count(doc, 0)
+            reason = self.decide(doc)
+            if reason is None:
+                self.count(doc, 2)
+                yield doc
+            else:
+                self.drop(rank, reason, doc.id, _public(doc.metadata), doc.text)
 
 
 def _public(metadata: dict) -> dict:
