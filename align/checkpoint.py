@@ -52,6 +52,14 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _discard(checkpoint: Path) -> None:
+    """Delete a checkpoint so that a kill midway leaves a swept `.tmp`, never a half-deleted step."""
+    doomed = checkpoint.with_name(checkpoint.name + ".old" + TMP_SUFFIX)
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(checkpoint, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 class CheckpointManager:
     """Saves checkpoints atomically under `root`, keeps the last `keep`, and finds `latest`.
 
@@ -87,7 +95,7 @@ class CheckpointManager:
         (tmp / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         _fsync_tree(tmp)
         if final.exists():
-            shutil.rmtree(final)
+            _discard(final)
         os.replace(tmp, final)
         _write_atomically(self.root / LATEST, final.name)
         self._prune()
@@ -112,7 +120,7 @@ class CheckpointManager:
         complete = self.list()
         for old in complete[: max(0, len(complete) - self.keep)]:
             if not self.protect(read_meta(old)):
-                shutil.rmtree(old, ignore_errors=True)
+                _discard(old)
 
     def rewind(self, checkpoint: Path | None) -> list[Path]:
         """Make `checkpoint` the latest again (None: no checkpoint); later ones move to `superseded/`.
@@ -138,7 +146,9 @@ class CheckpointManager:
 
     def list(self) -> list[Path]:
         """Complete checkpoints, oldest first."""
-        return sorted(p for p in self.root.glob("step-*") if p.is_dir() and not p.name.endswith(TMP_SUFFIX))
+        return sorted(
+            p for p in self.root.glob("step-*") if not p.name.endswith(TMP_SUFFIX) and (p / META).is_file()
+        )
 
     def latest(self) -> Path | None:
         """The checkpoint `latest` names, or None before the first save."""
