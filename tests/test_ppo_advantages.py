@@ -75,3 +75,15 @@ def test_value_loss_takes_the_worse_of_clipped_and_unclipped():
     old, new, target = torch.tensor([[0.0]]), torch.tensor([[1.0]]), torch.tensor([[1.0]])
     # Unclipped error 0; clipped value 0.2 -> error 0.64; the max is kept.
     assert value_loss(new, old, target, torch.ones(1, 1), 0.2).item() == pytest.approx(0.5 * 0.64)
+
+
+def test_kl_controller_steers_beta_toward_the_target_both_ways_and_doubles_above_the_bound():
+    from align.ppo.kl_controller import KLController
+
+    controller = KLController(0.1, target=1.0, bound=4.0)
+    assert controller.update(3.0) == pytest.approx(0.12)  # far above target: +20% at most
+    assert controller.update(0.9) == pytest.approx(0.12 * 0.9)  # inside: eases off in proportion
+    assert controller.update(0.0) == pytest.approx(0.12 * 0.9 * 0.8)
+    assert controller.update(5.0) == pytest.approx(0.12 * 0.9 * 0.8 * 1.2 * 2)  # over the bound
+    fixed = KLController(0.1, target=None, bound=4.0)
+    assert fixed.update(3.9) == 0.1 and fixed.update(4.1) == 0.2

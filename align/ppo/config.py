@@ -76,8 +76,11 @@ class PPOConfig:
     """Entropy bonus weight (0 disables)."""
     kl_coef: float = 0.05
     """β of the per-token KL penalty to the reference, folded into the rewards."""
+    kl_target: float | None = None
+    """Adaptive β: per-sequence KL to steer toward, β *= 1 + clip(KL/target - 1, ±0.2) after each
+    iteration (Ziegler et al. 2019); null keeps β fixed below `kl_bound`."""
     kl_bound: float = 2.0
-    """Bound on the mean per-sequence KL to the reference; when exceeded, β doubles (adaptive)."""
+    """Hard bound on the mean per-sequence KL to the reference: an iteration above it doubles β."""
     gamma: float = 1.0
     """Discount γ."""
     lam: float = 0.95
@@ -134,6 +137,8 @@ class PPOConfig:
             "vllm_kvcache_gib",
         ):
             check_positive(key, getattr(self, key))
+        if self.kl_target is not None:
+            check_range("kl_target", self.kl_target, 1e-6, self.kl_bound)
         if self.minibatch_size % self.micro_batch_size:
             raise ConfigError("micro_batch_size: must divide minibatch_size")
         check_range("temperature", self.temperature, 1e-3, 10.0)

@@ -33,6 +33,7 @@ from align.ppo.experience import (
     response_values,
     token_logprobs,
 )
+from align.ppo.kl_controller import KLController
 from align.ppo.losses import entropy, kl_penalty, policy_loss, value_loss
 from rollouts.base import RolloutEngine, Sampling
 
@@ -289,6 +290,7 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
         set_rng_state(state["rng"][min(rank, len(state["rng"]) - 1)])
         start, kl_coef = state["iteration"], state["kl_coef"]
         log.info("resumed from %s at iteration %d", latest, start)
+    controller = KLController(kl_coef, config.kl_target, config.kl_bound)
     metrics_path = out / METRICS
     if accelerator.is_main_process:
         kept = []
@@ -371,8 +373,7 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
                 "time/sync_share": (t4 - t3) / total,
                 "prompts": batch,
             }
-            if kl > config.kl_bound:
-                kl_coef *= 2
+            kl_coef = controller.update(kl)
             accelerator.log({k: v for k, v in metrics.items() if k != "prompts"}, step=iteration + 1)
             bar.set_postfix(
                 reward=f"{metrics['reward_mean']:.3f}",
