@@ -23,11 +23,19 @@ class PPOConfig:
     prompts: Path
     """JSONL of prompts: one object per line with `prompt` (text, wrapped in the chat template) or
     `messages` (a chat); any other fields (e.g. `answer`) are handed to the rule reward."""
+    eval_prompts: Path | None = None
+    """Held-out prompts (same format): at the end, fresh samples of the reference and of the final
+    policy (2 per prompt, at `temperature`) get the RM's mean score and rule-judged correctness,
+    written to `quality.json`."""
+    eval_limit: int = 200
+    """How many of `eval_prompts` to sample."""
     reward_model: Path | None = None
     """The reward model directory (from `align rm`); its score of prompt + response is the reward."""
     reward_rule: Literal["rule_reward", "is_correct"] | None = None
     """Instead of (or, with `reward_model`, added to) the RM: a rule from `rewards.rules` (`rule_reward`:
     helpful/harmless/honest in [0, 1]; `is_correct`: 1 for a correct answer)."""
+    reward_rule_weight: float = 1.0
+    """Weight of `reward_rule` in the reward: RM score + weight x rule score."""
     reference: Path | None = None
     """The frozen reference for the KL penalty (default: `policy`)."""
     critic_init: Literal["reward_model", "policy"] = "reward_model"
@@ -114,6 +122,7 @@ class PPOConfig:
         check_exists("prompts", self.prompts)
         check_exists("reward_model", self.reward_model)
         check_exists("reference", self.reference)
+        check_exists("eval_prompts", self.eval_prompts)
         if self.reward_model is None and self.reward_rule is None:
             raise ConfigError("reward_model: give a reward model directory or a reward_rule (or both)")
         if self.advantage == "gae" and self.critic_init == "reward_model" and self.reward_model is None:
@@ -135,6 +144,7 @@ class PPOConfig:
             "critic_learning_rate",
             "kl_bound",
             "vllm_kvcache_gib",
+            "eval_limit",
         ):
             check_positive(key, getattr(self, key))
         if self.kl_target is not None:
@@ -146,6 +156,7 @@ class PPOConfig:
         check_range("clip_range", self.clip_range, 0.0, 1.0)
         check_range("value_clip_range", self.value_clip_range, 0.0, None)
         check_range("kl_coef", self.kl_coef, 0.0, None)
+        check_range("reward_rule_weight", self.reward_rule_weight, 0.0, None)
         check_range("gamma", self.gamma, 0.0, 1.0)
         check_range("lam", self.lam, 0.0, 1.0)
         check_range("lora_r", self.lora_r, 0, None)

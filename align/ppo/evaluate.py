@@ -1,47 +1,37 @@
 """Fresh-sample quality of a policy: mean reward-model score and rule correctness on held-out prompts.
 
-Used to compare the SFT model with a PPO policy (tests, recipes, reports).
+`align ppo` runs it at the end on the reference (SFT) and the final policy (`quality.json`); tests
+and notebooks compare any two checkpoints with `sample_quality`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from align.models import load_model, load_tokenizer
 from align.ppo.experience import RewardSource
-from align.ppo.loop import encode_prompt, prompt_messages, read_prompts
+from align.ppo.prompts import encode_prompt, prompt_messages, read_prompts
 from rollouts.base import RolloutEngine, Sampling
 
 
 @torch.no_grad()
-def sample_quality(
-    policy_dir: Path,
-    prompts: Path,
-    reward_model: Path | None,
-    limit: int = 64,
+def engine_quality(
+    engine: RolloutEngine,
+    tokenizer,
+    records: Sequence[dict],
+    reward: RewardSource | None,
     max_new_tokens: int = 32,
     temperature: float = 1.0,
     samples_per_prompt: int = 2,
     seed: int = 0,
-    engine: RolloutEngine | None = None,
 ) -> dict[str, float]:
-    """Sample the first `limit` prompts; `reward_mean` (RM), `correct` (share), `length` (tokens).
-
-    `engine`: a running engine to reuse (its weights are replaced by the policy's); default: a
-    `transformers.generate` engine on the policy.
-    """
+    """Sample the engine's current weights on `records`: `correct` (share, rule-judged), `length`
+    (tokens) and, with a reward model in `reward`, `reward_mean` (its score alone, no rule added)."""
     from rewards.rules import is_correct
-    from rollouts.hf_engine import HFEngine
 
-    tokenizer = load_tokenizer(policy_dir)
-    records = read_prompts(prompts)[:limit]
-    model = load_model(policy_dir).eval()
-    if engine is None:
-        engine = HFEngine(model, tokenizer)
-    else:
-        engine.load_weights(model.named_parameters())
     rollouts = engine.generate(
         [encode_prompt(tokenizer, r, 256) for r in records],
         Sampling(
@@ -57,9 +47,36 @@ def sample_quality(
     result = {
         "correct": sum(judged) / max(1, len(judged)),
         "length": sum(len(r.token_ids) for r in rollouts) / len(rollouts),
+        "samples": len(rollouts),
     }
-    if reward_model is not None:
-        reward = RewardSource(reward_model, None, tokenizer, torch.device("cpu"))
-        scores = reward([r.text for r in rollouts], [records[r.prompt_index] for r in rollouts])
+    if reward is not None and reward.model is not None:
+        scores = reward.model_scores([r.text for r in rollouts], [records[r.prompt_index] for r in rollouts])
         result["reward_mean"] = scores.mean().item()
     return result
+
+
+def sample_quality(
+    policy_dir: Path,
+    prompts: Path,
+    reward_model: Path | None,
+    limit: int = 64,
+    engine: RolloutEngine | None = None,
+    **sampling,
+) -> dict[str, float]:
+    """`engine_quality` of a saved policy on the first `limit` prompts of a JSONL file.
+
+    `engine`: a running engine to reuse (its weights are replaced by the policy's); default: a
+    `transformers.generate` engine on the policy. `sampling`: engine_quality's keyword arguments.
+    """
+    from rollouts.hf_engine import HFEngine
+
+    tokenizer = load_tokenizer(policy_dir)
+    model = load_model(policy_dir).eval()
+    if engine is None:
+        engine = HFEngine(model, tokenizer)
+    else:
+        engine.load_weights(model.named_parameters())
+    reward = None
+    if reward_model is not None:
+        reward = RewardSource(reward_model, None, tokenizer, torch.device("cpu"))
+    return engine_quality(engine, tokenizer, read_prompts(prompts)[:limit], reward, **sampling)

@@ -91,14 +91,22 @@ def response_values(critic, input_ids, attention_mask, response_width: int) -> t
 
 
 class RewardSource:
-    """Scores replies: the reward model's scalar, a rule from `rewards.rules`, or their sum.
+    """Scores replies: the reward model's scalar, a rule from `rewards.rules`, or their weighted sum.
 
     The RM sees the conversation rendered by the chat template exactly as it saw its training
     pairs (`rewards.model.score`); a rule sees the prompt's messages and the reply's text.
     """
 
-    def __init__(self, reward_model: Path | None, rule: str | None, tokenizer, device: torch.device):
+    def __init__(
+        self,
+        reward_model: Path | None,
+        rule: str | None,
+        tokenizer,
+        device: torch.device,
+        rule_weight: float = 1.0,
+    ):
         self.model = None
+        self.rule_weight = rule_weight
         self.tokenizer = tokenizer
         if reward_model is not None:
             from rewards.model import load_reward_model
@@ -131,7 +139,7 @@ class RewardSource:
         if self.model is not None:
             scores = scores + self.model_scores(texts, records)
         if self.rule is not None:
-            scores = scores + self.rule_scores(texts, records)
+            scores = scores + self.rule_weight * self.rule_scores(texts, records)
         return scores
 
 

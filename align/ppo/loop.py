@@ -21,7 +21,6 @@ from tqdm.auto import tqdm
 
 from align.checkpoint import CheckpointManager
 from align.distributed import finish_trackers, make_accelerator
-from align.errors import InputError
 from align.models import load_model, load_tokenizer
 from align.ppo.advantages import ESTIMATORS, masked_mean, whiten
 from align.ppo.config import PPOConfig
@@ -35,57 +34,13 @@ from align.ppo.experience import (
 )
 from align.ppo.kl_controller import KLController
 from align.ppo.losses import entropy, kl_penalty, policy_loss, value_loss
+from align.ppo.prompts import encode_prompt, prompt_batch, read_prompts
 from rollouts.base import RolloutEngine, Sampling
 
 log = logging.getLogger(__name__)
 
 METRICS = "metrics.jsonl"
-
-
-def read_prompts(path: Path) -> list[dict]:
-    """The prompt records of a JSONL file; each needs `prompt` (text or a chat) or `messages` (a chat)."""
-    records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}:{number}: not JSON ({err.msg})") from None
-            if not isinstance(record, dict) or not ("prompt" in record or "messages" in record):
-                raise InputError(f"{path}:{number}: needs a `prompt` or `messages` field")
-            records.append(record)
-    if not records:
-        raise InputError(f"{path}: no prompts")
-    return records
-
-
-def prompt_messages(record: dict) -> list[dict[str, str]] | str:
-    """A record's conversation so far (`messages`, or `prompt` as a chat or as plain user text)."""
-    return record.get("messages") or record["prompt"]
-
-
-def encode_prompt(tokenizer, record: dict, max_tokens: int) -> list[int]:
-    """The chat-templated prompt up to the assistant's turn, truncated on the left."""
-    messages = prompt_messages(record)
-    if isinstance(messages, str):
-        messages = [{"role": "user", "content": messages}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False).input_ids[-max_tokens:]
-
-
-def prompt_batch(iteration: int, per_iteration: int, n_prompts: int, seed: int) -> list[int]:
-    """The prompt indices of an iteration: a seeded shuffle per pass, a pure function of the position.
-
-    Resuming at iteration k therefore sees exactly the prompts an uninterrupted run would.
-    """
-    indices = []
-    for position in range(iteration * per_iteration, (iteration + 1) * per_iteration):
-        epoch, offset = divmod(position, n_prompts)
-        order = np.random.default_rng([seed, epoch]).permutation(n_prompts)
-        indices.append(int(order[offset]))
-    return indices
+QUALITY = "quality.json"
 
 
 def make_engine(config: PPOConfig) -> RolloutEngine:
@@ -252,7 +207,9 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
             policy, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear")
         )
     reference = load_model(config.reference or config.policy).to(device).eval().requires_grad_(False)
-    reward = RewardSource(config.reward_model, config.reward_rule, tokenizer, device)
+    reward = RewardSource(
+        config.reward_model, config.reward_rule, tokenizer, device, config.reward_rule_weight
+    )
     critic = None
     if config.advantage == "gae":
         source = config.reward_model if config.critic_init == "reward_model" else config.policy
@@ -386,6 +343,8 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
             done = iteration + 1
             if config.save_every and done % config.save_every == 0 and done < config.iterations:
                 save_checkpoint(checkpoints, done, kl_coef, policy, critic, optimizers, accelerator)
+        if config.eval_prompts is not None and accelerator.is_main_process:
+            write_quality(config, engine, tokenizer, reward, reference, out / QUALITY)
     finally:
         if owned:
             engine.close()
@@ -400,6 +359,31 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
     checkpoints.close()
     finish_trackers(accelerator)
     return final
+
+
+def write_quality(config: PPOConfig, engine, tokenizer, reward, reference, path: Path) -> None:
+    """Fresh samples of the final policy, then of the reference, on the held-out prompts."""
+    from align.ppo.evaluate import engine_quality
+
+    records = read_prompts(config.eval_prompts)[: config.eval_limit]
+    sampling = dict(
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        samples_per_prompt=2,
+        seed=config.seed + 1,
+    )
+    policy = engine_quality(engine, tokenizer, records, reward, **sampling)  # the engine holds the last sync
+    engine.load_weights(reference.named_parameters())
+    before = engine_quality(engine, tokenizer, records, reward, **sampling)
+    result = {"reference": before, "policy": policy, "prompts": len(records), **sampling}
+    path.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    log.info("held-out fresh samples, reference -> policy: %s", _compare(before, policy))
+
+
+def _compare(before: dict, after: dict) -> str:
+    return ", ".join(
+        f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in ("reward_mean", "correct") if k in before
+    )
 
 
 def save_checkpoint(checkpoints, iteration, kl_coef, policy, critic, optimizers, accelerator) -> None:

@@ -1,0 +1,19 @@
+"""What `align ppo` leaves beside the policy, from the tiny pipeline run: metrics, curves, quality."""
+
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+def test_ppo_writes_metrics_curves_and_held_out_quality_of_reference_and_policy(tiny_run_dir):
+    ppo = tiny_run_dir / "ppo"
+    rows = [json.loads(line) for line in (ppo / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2, 3]
+    assert (ppo / "curves.png").stat().st_size > 1000
+    quality = json.loads((ppo / "quality.json").read_text())
+    assert quality["prompts"] == 4
+    for model in ("reference", "policy"):
+        assert quality[model]["samples"] == 8  # two per prompt
+        assert 0.0 <= quality[model]["correct"] <= 1.0
+        assert isinstance(quality[model]["reward_mean"], float)
