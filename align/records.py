@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,22 @@ def _rows(path: Path) -> list[tuple[int, Any]]:
             except json.JSONDecodeError as err:
                 rows.append((number, f"not valid JSON ({err.msg})"))
     return rows
+
+
+def jsonl_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL file that must be all good: a line
+    that is not a JSON object is an `InputError` naming the file and line."""
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{path}:{number}: expected a JSON object")
+            yield number, row
 
 
 def read_records(path: Path | str, check: RowCheck, max_bad_fraction: float) -> list[dict[str, Any]]:

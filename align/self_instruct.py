@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from align.config import check_exists, check_positive, check_range
 from align.errors import ConfigError, InputError
+from align.records import jsonl_objects
 from rollouts.factory import EngineConfig
 
 if TYPE_CHECKING:
@@ -124,14 +125,8 @@ def malformed_reason(task: str, min_tokens: int, max_tokens: int) -> str | None:
 def read_seed_tasks(path: Path) -> list[dict[str, str]]:
     """Seed tasks from JSONL; a bad line is an `InputError` naming the file and line."""
     tasks = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        instruction = record.get("instruction") if isinstance(record, dict) else None
+    for number, record in jsonl_objects(path):
+        instruction = record.get("instruction")
         if not isinstance(instruction, str) or not instruction.strip():
             raise InputError(f"{path}:{number}: needs a non-empty string field 'instruction'")
         response = record.get("response")

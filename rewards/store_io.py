@@ -26,6 +26,7 @@ from typing import Any
 from tqdm import tqdm
 
 from align.errors import InputError
+from align.records import jsonl_objects
 from rewards.label_config import LabelAddConfig, LabelExportConfig
 from rewards.store import LabelRecord, PreferenceStore, check_messages
 
@@ -34,17 +35,10 @@ log = logging.getLogger(__name__)
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line; a bad line is an InputError naming it."""
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict) or "prompt" not in row:
-                raise InputError(f"{path}:{number}: expected an object with a 'prompt' key")
-            yield number, row
+    for number, row in jsonl_objects(path):
+        if "prompt" not in row:
+            raise InputError(f"{path}:{number}: expected an object with a 'prompt' key")
+        yield number, row
 
 
 def read_comparisons(path: Path) -> list[tuple[list[dict[str, str]], list[dict[str, Any]]]]:

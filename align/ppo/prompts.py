@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from align.errors import InputError
+from align.records import jsonl_objects
 
 
 def read_prompts(path: Path) -> list[dict]:
     """The prompt records of a JSONL file; each needs `prompt` (text or a chat) or `messages` (a chat)."""
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}:{number}: not JSON ({err.msg})") from None
-            if not isinstance(record, dict) or not ("prompt" in record or "messages" in record):
-                raise InputError(f"{path}:{number}: needs a `prompt` or `messages` field")
-            records.append(record)
+    for number, record in jsonl_objects(path):
+        if not ("prompt" in record or "messages" in record):
+            raise InputError(f"{path}:{number}: needs a `prompt` or `messages` field")
+        records.append(record)
     if not records:
         raise InputError(f"{path}: no prompts")
     return records
