@@ -8,6 +8,7 @@ good row is left, the whole file is refused with an `InputError` that quotes the
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -41,9 +42,11 @@ def _rows(path: Path) -> list[tuple[int, Any]]:
 
 
 def jsonl_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line of a JSONL file that must be all good: a line
+    """(line number, object) for each non-blank line of a JSONL (optionally gzipped) file that must be
+    all good: a line
     that is not a JSON object is an `InputError` naming the file and line."""
-    with open(path, encoding="utf-8") as f:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue

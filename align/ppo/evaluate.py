@@ -27,13 +27,14 @@ def engine_quality(
     temperature: float = 1.0,
     samples_per_prompt: int = 2,
     seed: int = 0,
+    max_prompt_tokens: int = 256,
 ) -> dict[str, float]:
     """Sample the engine's current weights on `records`: `correct` (share, rule-judged), `length`
     (tokens) and, with a reward model in `reward`, `reward_mean` (its score alone, no rule added)."""
     from rewards.rules import is_correct
 
     rollouts = engine.generate(
-        [encode_prompt(tokenizer, r, 256) for r in records],
+        [encode_prompt(tokenizer, r, max_prompt_tokens) for r in records],
         Sampling(
             max_new_tokens=max_new_tokens,
             temperature=temperature,

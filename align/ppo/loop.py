@@ -235,7 +235,8 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
         policy, *optimizers = accelerator.prepare(policy, *optimizers)
 
     checkpoints = CheckpointManager(out / "checkpoints", keep=config.keep_checkpoints)
-    start, kl_coef = 0, config.kl_coef
+    start = 0
+    controller = KLController(config.kl_coef, config.kl_target, config.kl_bound)
     latest = checkpoints.latest() if config.resume else None
     if latest is not None:
         state = torch.load(latest / "state.pt", weights_only=False)
@@ -245,9 +246,8 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
         for optimizer, saved in zip(optimizers, state["optimizers"], strict=True):
             optimizer.load_state_dict(saved)
         set_rng_state(state["rng"][min(rank, len(state["rng"]) - 1)])
-        start, kl_coef = state["iteration"], state["kl_coef"]
+        start, controller.value = state["iteration"], state["kl_coef"]
         log.info("resumed from %s at iteration %d", latest, start)
-    controller = KLController(kl_coef, config.kl_target, config.kl_bound)
     metrics_path = out / METRICS
     if accelerator.is_main_process:
         kept = []
@@ -302,7 +302,7 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
             )
             mask = experience.response_mask
             kl = (kl_penalty(experience.old_logprobs, experience.ref_logprobs) * mask).sum(1).mean().item()
-            compute_advantages(experience, kl_coef, config)
+            compute_advantages(experience, controller.value, config)
             t2 = time.perf_counter()
             policy.train()
             if critic is not None:
@@ -317,7 +317,7 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
                 "reward_mean": experience.scores.mean().item(),
                 "reward_std": experience.scores.std().item() if len(rollouts) > 1 else 0.0,
                 "kl": kl,
-                "kl_coef": kl_coef,
+                "kl_coef": controller.value,
                 "response_length": mask.sum(1).mean().item(),
                 "advantage_mean": masked_mean(experience.advantages, mask).item(),
                 **train_stats,
@@ -330,7 +330,7 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
                 "time/sync_share": (t4 - t3) / total,
                 "prompts": batch,
             }
-            kl_coef = controller.update(kl)
+            controller.update(kl)
             accelerator.log({k: v for k, v in metrics.items() if k != "prompts"}, step=iteration + 1)
             bar.set_postfix(
                 reward=f"{metrics['reward_mean']:.3f}",
@@ -342,13 +342,13 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
                     handle.write(json.dumps(metrics) + "\n")
             done = iteration + 1
             if config.save_every and done % config.save_every == 0 and done < config.iterations:
-                save_checkpoint(checkpoints, done, kl_coef, policy, critic, optimizers, accelerator)
+                save_checkpoint(checkpoints, done, controller.value, policy, critic, optimizers, accelerator)
         if config.eval_prompts is not None and accelerator.is_main_process:
             write_quality(config, engine, tokenizer, reward, reference, out / QUALITY)
     finally:
         if owned:
             engine.close()
-    save_checkpoint(checkpoints, config.iterations, kl_coef, policy, critic, optimizers, accelerator)
+    save_checkpoint(checkpoints, config.iterations, controller.value, policy, critic, optimizers, accelerator)
     final = out / "policy"
     if accelerator.is_main_process:
         model = unwrapped.merge_and_unload() if config.lora_r else unwrapped
@@ -371,6 +371,7 @@ def write_quality(config: PPOConfig, engine, tokenizer, reward, reference, path:
         temperature=config.temperature,
         samples_per_prompt=2,
         seed=config.seed + 1,
+        max_prompt_tokens=config.max_prompt_tokens,
     )
     policy = engine_quality(engine, tokenizer, records, reward, **sampling)  # the engine holds the last sync
     engine.load_weights(reference.named_parameters())

@@ -10,7 +10,6 @@ document is drawn again. The ledger (cursors, draws, skipped batches) is saved i
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import random
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from align.errors import InputError
 from align.pretrain.config import SourceConfig
+from align.records import jsonl_objects
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +42,9 @@ def _rows(file: Path):
     if file.name.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        for number, row in enumerate(pq.read_table(file).to_pylist(), 1):
-            yield number, row
+        yield from enumerate(pq.read_table(file).to_pylist(), 1)
         return
-    opener = gzip.open if file.name.endswith(".gz") else open
-    with opener(file, "rt", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{file}:{number}: not valid JSON ({err.msg})") from None
-            yield number, row
+    yield from jsonl_objects(file)
 
 
 def load_source(config: SourceConfig) -> list[Document]:
