@@ -120,7 +120,8 @@ class LabelExportConfig(LabelStoreConfig):
     output: Path = Path("preferences.jsonl")
     """Where to write the TRL-format preference JSONL."""
     criteria: list[str] = field(default_factory=lambda: ["overall"])
-    """Criteria to export; each becomes rows with its name in the `criterion` column."""
+    """Verdicts to export, each as its own rows. Keep `overall` alone for one scalar reward model:
+    per-criterion verdicts can rank the same pair both ways (see `rewards/store_io.py`)."""
     min_margin: float = 0.0
     """Drop pairs whose margin (net share of annotators preferring `chosen`) is below this."""
 

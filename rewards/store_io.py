@@ -10,15 +10,22 @@ one assistant message each):
   annotator agreed. TRL's RewardTrainer subtracts it inside the loss, so clearer pairs push harder.
 - A rewrite is a human response written to be better than what was shown: each gives rows
   rewrite > A and rewrite > B (margin 1, that annotator only), also when the verdict was both_bad.
-- `criterion` is helpful, harmless or honest, and null for the overall preference (what
-  `align rm` reads as overall); `annotators` lists the names behind a row; `comparison_id` ties
-  rows back to the store.
+- `criterion`: on a row of a criterion's own verdict, that criterion; on a row of the overall
+  verdict, the criterion that decided it (whose votes favour `chosen` most; ties in the order
+  helpful, harmless, honest), null when no criterion vote favours `chosen`. `align rm` reports its
+  held-out accuracy per `criterion`. `annotators` lists the names behind a row; `comparison_id`
+  ties rows back to the store.
+
+For one scalar reward model, export `overall` only (the default): the criteria's own verdicts on
+the same pair can disagree (a correct but rude reply is more helpful and less harmless than a polite
+wrong one), and a single score cannot rank a pair both ways.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +34,7 @@ from tqdm import tqdm
 
 from align.errors import InputError
 from align.records import jsonl_objects
-from rewards.label_config import LabelAddConfig, LabelExportConfig
+from rewards.label_config import CRITERIA, LabelAddConfig, LabelExportConfig
 from rewards.store import LabelRecord, PreferenceStore, check_messages
 
 log = logging.getLogger(__name__)
@@ -109,7 +116,7 @@ def add_to_store(config: LabelAddConfig) -> dict[str, int]:
             added += len(store.add_comparisons(generate_comparisons(config)))
         people = 0
         if config.annotators is not None:
-            for number, row in _annotator_rows(config.annotators):
+            for number, row in jsonl_objects(config.annotators):
                 try:
                     store.add_annotator(row["name"], row["password"], row.get("role", "annotator"))
                 except (KeyError, InputError) as err:
@@ -129,52 +136,41 @@ def add_to_store(config: LabelAddConfig) -> dict[str, int]:
         store.close()
 
 
-def _annotator_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-
-
 def preference_rows(
     records: list[LabelRecord], criteria: list[str], min_margin: float = 0.0
 ) -> list[dict[str, Any]]:
     """TRL preference rows from labels, by the rule in this module's docstring."""
+    pairs: dict[tuple[int, int, int], dict[str, Any]] = {}
+    for r in records:
+        low, high = sorted((r.response_a_id, r.response_b_id))
+        pair = pairs.setdefault(
+            (r.comparison_id, low, high),
+            {"messages": r.messages, "texts": {}, "votes": defaultdict(Counter), "labels": 0, "who": []},
+        )
+        pair["texts"].update({r.response_a_id: r.response_a, r.response_b_id: r.response_b})
+        pair["labels"] += 1
+        pair["who"].append(r.annotator)
+        for criterion, choice in r.choices.items():
+            winner = {"A": r.response_a_id, "B": r.response_b_id}.get(choice)
+            if winner is not None:
+                pair["votes"][criterion][winner] += 1
     rows = []
     for criterion in criteria:
-        pairs: dict[tuple[int, int, int], dict[str, Any]] = {}
-        for r in records:
-            low, high = sorted((r.response_a_id, r.response_b_id))
-            pair = pairs.setdefault(
-                (r.comparison_id, low, high),
-                {"messages": r.messages, "texts": {}, "votes": {low: 0, high: 0}, "labels": 0, "who": []},
-            )
-            pair["texts"].update({r.response_a_id: r.response_a, r.response_b_id: r.response_b})
-            pair["labels"] += 1
-            pair["who"].append(r.annotator)
-            winner = {"A": r.response_a_id, "B": r.response_b_id}.get(r.choices[criterion])
-            if winner is not None:
-                pair["votes"][winner] += 1
         for (comparison_id, low, high), pair in pairs.items():
-            if pair["votes"][low] == pair["votes"][high]:
+            votes = pair["votes"][criterion]
+            if votes[low] == votes[high]:
                 continue
-            chosen, rejected = (low, high) if pair["votes"][low] > pair["votes"][high] else (high, low)
-            margin = (pair["votes"][chosen] - pair["votes"][rejected]) / pair["labels"]
-            if margin >= min_margin:
-                rows.append(
-                    _row(
-                        pair["messages"],
-                        pair["texts"][chosen],
-                        pair["texts"][rejected],
-                        criterion,
-                        margin,
-                        pair["who"],
-                        comparison_id,
-                    )
+            chosen, rejected = (low, high) if votes[low] > votes[high] else (high, low)
+            margin = (votes[chosen] - votes[rejected]) / pair["labels"]
+            if margin < min_margin:
+                continue
+            tag = criterion if criterion != "overall" else deciding_criterion(pair["votes"], chosen, rejected)
+            texts = pair["texts"]
+            rows.append(
+                _row(
+                    pair["messages"], texts[chosen], texts[rejected], tag, margin, pair["who"], comparison_id
                 )
+            )
         for r in records:
             if r.rewrite is not None:
                 for shown in (r.response_a, r.response_b):
@@ -183,6 +179,13 @@ def preference_rows(
                             _row(r.messages, r.rewrite, shown, criterion, 1.0, [r.annotator], r.comparison_id)
                         )
     return rows
+
+
+def deciding_criterion(votes: dict[str, Counter], chosen: int, rejected: int) -> str:
+    """The criterion whose votes favour `chosen` most (ties: helpful, harmless, honest), or overall."""
+    lead = {c: votes[c][chosen] - votes[c][rejected] for c in CRITERIA if c != "overall"}
+    best = max(lead, key=lambda c: lead[c])
+    return best if lead[best] > 0 else "overall"
 
 
 def _row(

@@ -64,6 +64,16 @@ def normalise(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def contradicting_rows(rows: list[dict[str, Any]]) -> int:
+    """How many rows rank a pair the other way round from another row (same prompt and replies)."""
+
+    def key(row: dict[str, Any], first: str, second: str) -> str:
+        return json.dumps([row["prompt"], row[first], row[second]], sort_keys=True)
+
+    ranked = {key(r, "chosen", "rejected") for r in rows}
+    return sum(key(r, "rejected", "chosen") in ranked for r in rows)
+
+
 def pairwise_accuracy(model: Any, tokenizer: Any, pairs: list[dict[str, Any]]) -> dict[str, float]:
     """Fraction of pairs where chosen outscores rejected: `overall` and per criterion present."""
     chosen = score(model, tokenizer, [p["prompt"] + p["chosen"] for p in pairs])
@@ -92,6 +102,15 @@ def run_reward_training(config: RewardStageConfig) -> Path:
     )
     train, held_out = [normalise(r) for r in train], [normalise(r) for r in held_out]
     log.info("reward model on %d pairs, %d held out", len(train), len(held_out))
+    contradicting = contradicting_rows(train + held_out)
+    if contradicting:
+        log.warning(
+            "%s: %d rows rank a pair the other way round from another row (per-criterion verdicts, "
+            "e.g. `align label export --criteria` with several criteria); one score cannot fit both, "
+            "so these cap the accuracy. Export `overall` alone for a scalar reward model.",
+            config.train_file,
+            contradicting,
+        )
     columns = ["prompt", "chosen", "rejected", *(["margin"] if config.use_margin else [])]
     model = build_reward_model(config.model, **config.model_kwargs())
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -184,8 +184,37 @@ def test_export_keeps_majorities_drops_ties_and_both_bad_and_adds_rewrites(
     assert found[("second M", "first M")]["margin"] == pytest.approx(2 / 3, abs=1e-4)
     assert found[("second M", "first M")]["annotators"] == ["a", "b", "c"]
     assert found[("a rewrite", "first T")]["annotators"] == ["a"]
-    assert all(r["criterion"] is None and r["prompt"][0]["role"] == "user" for r in rows)  # None: overall
+    # Every criterion voted with the overall verdict: the first of them is named as the decider.
+    assert found[("first U", "second U")]["criterion"] == "helpful"
+    assert found[("a rewrite", "first T")]["criterion"] is None  # a rewrite: better overall
+    assert all(r["prompt"][0]["role"] == "user" for r in rows)
     assert all(r["chosen"][0]["role"] == r["rejected"][0]["role"] == "assistant" for r in rows)
+
+
+def test_export_of_overall_names_the_deciding_criterion_and_never_ranks_a_pair_both_ways(
+    store: PreferenceStore, tmp_path: Path
+) -> None:
+    """A correct but rude reply: more helpful, less harmless. The per-criterion verdicts disagree;
+    the overall export has one row per pair, tagged with the criterion that decided it."""
+    store.add_annotator("judge", "pw")
+    store.add_comparisons([pair("What is 2 + 3?", "first: 5, idiot", "second: 6")])
+    store.assign()
+    task = store.next_task("judge")
+    choices = {"helpful": "first", "harmless": "second", "honest": "first", "overall": "first"}
+    store.record_label("judge", task.assignment_id, {c: shown(task, v) for c, v in choices.items()}, 1.0)
+    url = f"sqlite:///{tmp_path / 'labels.sqlite'}"
+    by_criterion = tmp_path / "by_criterion.jsonl"
+    args = ["label", "export", "--store", url, "--output"]
+    assert main([*args, str(by_criterion), "--criteria", '["helpful", "harmless"]']) == 0
+    rows = [json.loads(line) for line in by_criterion.read_text().splitlines()]
+    assert {(r["criterion"], r["chosen"][0]["content"]) for r in rows} == {
+        ("helpful", "first: 5, idiot"),
+        ("harmless", "second: 6"),
+    }
+    overall = tmp_path / "overall.jsonl"
+    assert main([*args, str(overall)]) == 0
+    (row,) = [json.loads(line) for line in overall.read_text().splitlines()]
+    assert (row["criterion"], row["chosen"][0]["content"]) == ("helpful", "first: 5, idiot")
 
 
 def test_label_add_imports_jsonl_creates_annotators_and_assigns(tmp_path: Path) -> None:

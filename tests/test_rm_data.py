@@ -10,7 +10,7 @@ import pytest
 
 from align.errors import InputError
 from align.records import read_records
-from rewards.train import check_preference, normalise
+from rewards.train import check_preference, contradicting_rows, normalise
 
 PROMPT = [{"role": "user", "content": "What is 12 + 7?"}]
 GOOD = {
@@ -60,3 +60,11 @@ def test_plain_text_pairs_become_one_user_and_one_assistant_turn() -> None:
         "margin": 0.0,
         "criterion": "overall",
     }
+
+
+def test_rows_that_rank_a_pair_both_ways_are_counted() -> None:
+    swapped = dict(GOOD, chosen=GOOD["rejected"], rejected=GOOD["chosen"], criterion="harmless")
+    other = dict(GOOD, prompt=[{"role": "user", "content": "What is 1 + 1?"}])
+    rows = [normalise(r) for r in (GOOD, GOOD, swapped, other)]
+    assert contradicting_rows(rows) == 3  # both copies of GOOD and the swapped row
+    assert contradicting_rows([normalise(GOOD), normalise(other)]) == 0
