@@ -184,12 +184,12 @@ def generate(seed: int = 0) -> dict[str, list[dict]]:
             reply = task_of(messages).reference()
             rows.append({"messages": [*messages, {"role": "assistant", "content": reply}]})
         files[f"sft_{name}.jsonl"] = rows
-    for name, count, evaluation in [("train", 1000, False), ("eval", 200, True)]:
+    for name, count, evaluation in [("train", 2000, False), ("eval", 200, True)]:
         files[f"prompts_{name}.jsonl"] = [
             {"prompt": sample_conversation(rng, evaluation)} for _ in range(count)
         ]
     files["candidates.jsonl"], files["preferences.jsonl"] = [], []
-    for _ in range(800):
+    for _ in range(2000):
         prompt = sample_conversation(rng, evaluation=False)
         replies = candidates(rng, task_of(prompt))
         files["candidates.jsonl"].append({"prompt": prompt, "responses": replies})
