@@ -83,10 +83,12 @@ def held_out(question: str) -> bool:
 
 def sample_task(rng: random.Random, lang: str, kind: str) -> tuple[str, Task]:
     """One random question of a kind and language, with its parsed task."""
+    # Small numbers: a ~2M-parameter model can learn the facts (with 0-20 and 0-99 it got 11% and
+    # 10% right after SFT, and its reward model could not tell a right sum from a wrong one).
     if kind == "add":
-        return make_task("add", lang, a=rng.randint(0, 20), b=rng.randint(0, 20))
+        return make_task("add", lang, a=rng.randint(0, 9), b=rng.randint(0, 9))
     if kind == "compare":
-        a, b = rng.sample(range(100), 2)
+        a, b = rng.sample(range(20), 2)
         return make_task("compare", lang, a=a, b=b)
     if kind == "count":
         words = [rng.choice(WORDS[lang]) for _ in range(rng.randint(2, 6))]
