@@ -95,17 +95,30 @@ def load_splits(
     seed: int,
     check: RowCheck,
     max_bad_fraction: float,
+    group: Callable[[dict[str, Any]], str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Training and held-out rows: `eval_file`'s, or a seeded `eval_fraction` of `train_file`'s."""
+    """Training and held-out rows: `eval_file`'s, or a seeded `eval_fraction` of `train_file`'s.
+
+    `group`: rows with the same key are held out together (e.g. copies of one preference pair), so
+    the held-out split never shares one with the training split.
+    """
     import random
 
     train = read_records(train_file, check, max_bad_fraction)
     if eval_file is not None:
         return train, read_records(eval_file, check, max_bad_fraction)
-    order = list(range(len(train)))
+    keys = [group(r) if group else str(i) for i, r in enumerate(train)]
+    members: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        members.setdefault(key, []).append(i)
+    order = list(members)
     random.Random(seed).shuffle(order)
     cut = max(1, round(eval_fraction * len(train)))
-    if cut >= len(train):
+    held: set[int] = set()
+    for key in order:
+        if len(held) >= cut:
+            break
+        held.update(members[key])
+    if len(held) >= len(train):
         raise InputError(f"{train_file}: {len(train)} rows are too few to hold out {eval_fraction:.0%}")
-    held = set(order[:cut])
     return [r for i, r in enumerate(train) if i not in held], [train[i] for i in sorted(held)]

@@ -64,14 +64,33 @@ def normalise(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _ranking(row: dict[str, Any], first: str, second: str) -> str:
+    return json.dumps([row["prompt"], row[first], row[second]], sort_keys=True)
+
+
+def pair_key(row: dict[str, Any]) -> str:
+    """The prompt and the two replies, in either order: copies of one pair share it."""
+    return min(_ranking(row, "chosen", "rejected"), _ranking(row, "rejected", "chosen"))
+
+
 def contradicting_rows(rows: list[dict[str, Any]]) -> int:
     """How many rows rank a pair the other way round from another row (same prompt and replies)."""
+    ranked = {_ranking(r, "chosen", "rejected") for r in rows}
+    return sum(_ranking(r, "rejected", "chosen") in ranked for r in rows)
 
-    def key(row: dict[str, Any], first: str, second: str) -> str:
-        return json.dumps([row["prompt"], row[first], row[second]], sort_keys=True)
 
-    ranked = {key(r, "chosen", "rejected") for r in rows}
-    return sum(key(r, "rejected", "chosen") in ranked for r in rows)
+def preference_splits(config: RewardStageConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The checked, normalised training and held-out pairs; copies of a pair stay on one side."""
+    train, held_out = load_splits(
+        config.train_file,
+        config.eval_file,
+        config.eval_fraction,
+        config.seed,
+        check_preference,
+        config.max_bad_fraction,
+        group=lambda row: pair_key(normalise(row)),
+    )
+    return [normalise(r) for r in train], [normalise(r) for r in held_out]
 
 
 def pairwise_accuracy(model: Any, tokenizer: Any, pairs: list[dict[str, Any]]) -> dict[str, float]:
@@ -92,15 +111,7 @@ def run_reward_training(config: RewardStageConfig) -> Path:
     from trl import RewardConfig, RewardTrainer
 
     tokenizer = load_tokenizer(config.model)
-    train, held_out = load_splits(
-        config.train_file,
-        config.eval_file,
-        config.eval_fraction,
-        config.seed,
-        check_preference,
-        config.max_bad_fraction,
-    )
-    train, held_out = [normalise(r) for r in train], [normalise(r) for r in held_out]
+    train, held_out = preference_splits(config)
     log.info("reward model on %d pairs, %d held out", len(train), len(held_out))
     contradicting = contradicting_rows(train + held_out)
     if contradicting:

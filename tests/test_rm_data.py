@@ -68,3 +68,23 @@ def test_rows_that_rank_a_pair_both_ways_are_counted() -> None:
     rows = [normalise(r) for r in (GOOD, GOOD, swapped, other)]
     assert contradicting_rows(rows) == 3  # both copies of GOOD and the swapped row
     assert contradicting_rows([normalise(GOOD), normalise(other)]) == 0
+
+
+def test_copies_of_a_pair_are_never_split_between_training_and_held_out(tmp_path: Path) -> None:
+    from rewards.reward_config import RewardStageConfig
+    from rewards.train import pair_key, preference_splits
+
+    rows = []
+    for n in range(40):
+        prompt = [{"role": "user", "content": f"What is {n} + 1?"}]
+        right, wrong = f"{n} + 1 = {n + 1}.", f"{n} + 1 = {n + 2}."
+        pair = {"prompt": prompt, "chosen": right, "rejected": wrong}
+        # The same pair exported twice more (as per-criterion rows would be), once the other way round.
+        rows += [pair, dict(pair, criterion="helpful"), dict(pair, chosen=wrong, rejected=right)]
+    path = _write(tmp_path / "prefs.jsonl", rows)
+    model = tmp_path / "model"
+    model.mkdir()
+    config = RewardStageConfig(model=model, train_file=path, output_dir=tmp_path / "rm", eval_fraction=0.25)
+    train, held = preference_splits(config)
+    assert len(held) >= 30 and len(train) + len(held) == 120
+    assert not {pair_key(r) for r in train} & {pair_key(r) for r in held}

@@ -32,10 +32,9 @@ def test_lora_reward_model_resumes_reports_per_criterion_and_reloads(
     tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from align.models import load_tokenizer
-    from align.records import load_splits
     from rewards.model import load_reward_model
     from rewards.reward_config import RewardStageConfig
-    from rewards.train import check_preference, normalise, pairwise_accuracy, run_reward_training
+    from rewards.train import pairwise_accuracy, preference_splits, run_reward_training
 
     lines = (REPO / "data/tasks/preferences.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     (tmp_path / "prefs.jsonl").write_text("".join(lines[:96]), encoding="utf-8")
@@ -62,7 +61,6 @@ def test_lora_reward_model_resumes_reports_per_criterion_and_reloads(
     assert set(metrics["accuracy"]) == {"overall", "helpful", "harmless", "honest"}
     assert metrics["eval_pairs"] == 24
     # The saved adapter (with its new head) scores the held-out pairs exactly as at the end of training.
-    _, held = load_splits(tmp_path / "prefs.jsonl", None, 0.25, 0, check_preference, 0.05)
-    held_out = [normalise(r) for r in held]
+    _, held_out = preference_splits(config(4))
     reloaded = pairwise_accuracy(load_reward_model(out), load_tokenizer(out), held_out)
     assert reloaded == metrics["accuracy"]
