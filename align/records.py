@@ -41,10 +41,10 @@ def _rows(path: Path) -> list[tuple[int, Any]]:
     return rows
 
 
-def jsonl_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def jsonl_objects(path: Path | str) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line of a JSONL (optionally gzipped) file that must be
-    all good: a line
-    that is not a JSON object is an `InputError` naming the file and line."""
+    all good: a line that is not a JSON object is an `InputError` naming the file and line."""
+    path = Path(path)
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
@@ -107,10 +107,9 @@ def load_splits(
     train = read_records(train_file, check, max_bad_fraction)
     if eval_file is not None:
         return train, read_records(eval_file, check, max_bad_fraction)
-    keys = [group(r) if group else str(i) for i, r in enumerate(train)]
     members: dict[str, list[int]] = {}
-    for i, key in enumerate(keys):
-        members.setdefault(key, []).append(i)
+    for i, row in enumerate(train):
+        members.setdefault(group(row) if group else str(i), []).append(i)
     order = list(members)
     random.Random(seed).shuffle(order)
     cut = max(1, round(eval_fraction * len(train)))
