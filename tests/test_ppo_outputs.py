@@ -16,4 +16,7 @@ def test_ppo_writes_metrics_curves_and_held_out_quality_of_reference_and_policy(
     for model in ("reference", "policy"):
         assert quality[model]["samples"] == 8  # two per prompt
         assert 0.0 <= quality[model]["correct"] <= 1.0
+        by_kind = quality[model]["correct_by_kind"]
+        assert by_kind and set(by_kind) <= {"add", "compare", "count", "unsafe"}
+        assert all(0.0 <= share <= 1.0 for share in by_kind.values())
         assert isinstance(quality[model]["reward_mean"], float)

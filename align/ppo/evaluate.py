@@ -29,9 +29,10 @@ def engine_quality(
     seed: int = 0,
     max_prompt_tokens: int = 256,
 ) -> dict[str, float]:
-    """Sample the engine's current weights on `records`: `correct` (share, rule-judged), `length`
-    (tokens) and, with a reward model in `reward`, `reward_mean` (its score alone, no rule added)."""
-    from rewards.rules import is_correct
+    """Sample the engine's current weights on `records`: `correct` (share, rule-judged), the same per
+    task kind in `correct_by_kind` (the mix of kinds hides a change in one), `length` (tokens) and,
+    with a reward model in `reward`, `reward_mean` (its score alone, no rule added)."""
+    from rewards.rules import is_correct, task_of
 
     rollouts = engine.generate(
         [encode_prompt(tokenizer, r, max_prompt_tokens) for r in records],
@@ -43,10 +44,16 @@ def engine_quality(
             stop_token_ids=(tokenizer.eos_token_id,),
         ),
     )
-    correct = [is_correct(prompt_messages(records[r.prompt_index]), r.text) for r in rollouts]
-    judged = [c for c in correct if c is not None]
+    by_kind: dict[str, list[bool]] = {}
+    for rollout in rollouts:
+        messages = prompt_messages(records[rollout.prompt_index])
+        task = task_of(messages)
+        if task is not None:
+            by_kind.setdefault(task.kind, []).append(bool(is_correct(messages, rollout.text)))
+    judged = [c for kind in by_kind.values() for c in kind]
     result = {
         "correct": sum(judged) / max(1, len(judged)),
+        "correct_by_kind": {kind: sum(c) / len(c) for kind, c in sorted(by_kind.items())},
         "length": sum(len(r.token_ids) for r in rollouts) / len(rollouts),
         "samples": len(rollouts),
     }

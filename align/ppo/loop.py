@@ -382,9 +382,9 @@ def write_quality(config: PPOConfig, engine, tokenizer, reward, reference, path:
 
 
 def _compare(before: dict, after: dict) -> str:
-    return ", ".join(
-        f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in ("reward_mean", "correct") if k in before
-    )
+    pairs = [(k, before[k], after[k]) for k in ("reward_mean", "correct") if k in before]
+    pairs += [(k, v, after["correct_by_kind"].get(k, 0.0)) for k, v in before["correct_by_kind"].items()]
+    return ", ".join(f"{name} {a:.3f} -> {b:.3f}" for name, a, b in pairs)
 
 
 def save_checkpoint(checkpoints, iteration, kl_coef, policy, critic, optimizers, accelerator) -> None:
