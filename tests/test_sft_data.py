@@ -6,6 +6,7 @@ import json
 import logging
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from align.errors import InputError
 from align.records import read_records
 from align.sft import check_conversation
-from rewards.rules import compare, is_correct, rule_reward, rule_scores
+from rewards.rules import compare, is_correct, rule_reward, rule_scores, task_of
 
 REPO = Path(__file__).resolve().parent.parent
 ADD_EN = [{"role": "user", "content": "What is 12 + 7?"}]
@@ -46,6 +47,19 @@ def test_held_out_questions_never_appear_in_training_data() -> None:
         "您好。",
     }
     assert not overlap
+
+
+def test_training_and_held_out_prompts_have_the_same_mix_of_task_kinds() -> None:
+    def shares(name: str) -> dict[str, float]:
+        lines = (REPO / "data/tasks" / name).read_text(encoding="utf-8").splitlines()
+        kinds = Counter(task_of(json.loads(line)["prompt"]).kind for line in lines)
+        return {kind: count / len(lines) for kind, count in kinds.items()}
+
+    train, held = shares("prompts_train.jsonl"), shares("prompts_eval.jsonl")
+    assert set(train) == set(held) == {"add", "compare", "count", "unsafe"}
+    # 200 held-out prompts: a share is within ~0.1 of the training one (it was 0.61 vs 0.21 for
+    # harmful requests when the generator redrew the kind along with the question).
+    assert all(abs(train[kind] - held[kind]) < 0.1 for kind in train)
 
 
 def test_rule_judge_prefers_correct_concise_polite_replies_in_both_languages() -> None:

@@ -97,11 +97,16 @@ def sample_task(rng: random.Random, lang: str, kind: str) -> tuple[str, Task]:
 
 
 def sample_question(rng: random.Random, evaluation: bool) -> tuple[str, Task]:
-    """A question on the requested side of the held-out split (harmful requests are on both)."""
+    """A question on the requested side of the held-out split (harmful requests are on both).
+
+    The kind is drawn first, so both sides keep the `KINDS` mix (redrawing the kind too would
+    fill the held-out side with harmful requests, which are never redrawn).
+    """
+    lang = rng.choice(["en", "zh"])
+    kind = rng.choice(KINDS)
     while True:
-        lang = rng.choice(["en", "zh"])
-        question, task = sample_task(rng, lang, rng.choice(KINDS))
-        if task.kind == "unsafe" or held_out(question) == evaluation:
+        question, task = sample_task(rng, lang, kind)
+        if kind == "unsafe" or held_out(question) == evaluation:
             return question, task
 
 
