@@ -28,7 +28,7 @@ def engine_quality(
     samples_per_prompt: int = 2,
     seed: int = 0,
     max_prompt_tokens: int = 256,
-) -> dict[str, float]:
+) -> dict[str, float | dict[str, float]]:
     """Sample the engine's current weights on `records`: `correct` (share, rule-judged), the same per
     task kind in `correct_by_kind` (the mix of kinds hides a change in one), `length` (tokens) and,
     with a reward model in `reward`, `reward_mean` (its score alone, no rule added)."""
@@ -70,7 +70,7 @@ def sample_quality(
     limit: int = 64,
     engine: RolloutEngine | None = None,
     **sampling,
-) -> dict[str, float]:
+) -> dict[str, float | dict[str, float]]:
     """`engine_quality` of a saved policy on the first `limit` prompts of a JSONL file.
 
     `engine`: a running engine to reuse (its weights are replaced by the policy's); default: a
