@@ -64,6 +64,18 @@ def to_rollouts(outputs: Sequence[Any], tokenizer: Any) -> list[Rollout]:
     return rollouts
 
 
+class _ExpectedReloadGaps(logging.Filter):
+    """Drops the layerwise reload's "<Layer>: Failed to load weights" for layers with no tensors of
+    their own in an HF state dict: a tied LM head (its weight is the embedding's; `repack_tied_head`
+    refreshes it) and the rotary embedding (a computed cache). Any other layer still warns."""
+
+    EXPECTED = ("ParallelLMHead", "RotaryEmbedding")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.endswith("Failed to load weights") and message.startswith(self.EXPECTED))
+
+
 def repack_tied_head(model: Any) -> None:
     """Re-run the kernel repacking of an `lm_head` tied to the embedding (the layerwise reload skips it)."""
     lm_head = getattr(model, "lm_head", None)
@@ -135,11 +147,17 @@ class VLLMEngine:
 
         worker = self.llm.llm_engine.model_executor.driver_worker.worker
         model = worker.model_runner.model
-        with set_current_vllm_config(worker.vllm_config):
-            initialize_layerwise_reload(model)
-            model.load_weights((name, tensor.detach()) for name, tensor in named_tensors)
-            finalize_layerwise_reload(model, worker.vllm_config.model_config)
-            repack_tied_head(model)
+        reload_log = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+        gaps = _ExpectedReloadGaps()
+        reload_log.addFilter(gaps)
+        try:
+            with set_current_vllm_config(worker.vllm_config):
+                initialize_layerwise_reload(model)
+                model.load_weights((name, tensor.detach()) for name, tensor in named_tensors)
+                finalize_layerwise_reload(model, worker.vllm_config.model_config)
+                repack_tied_head(model)
+        finally:
+            reload_log.removeFilter(gaps)
         # Cached prompt blocks hold KV computed with the old weights.
         self.llm.reset_prefix_cache()
 
