@@ -4,12 +4,17 @@ A multi-stage recipe has a `pipeline: {stages: [...]}` section listing command p
 (`corpus train-quality`, `sft`, `label export`, ...) and one section per command, named by the
 path joined with '-' (`corpus-train-quality`, `label-export`). Each stage runs in a fresh process
 (`python -m align.cli ...`), so a stage's memory, vLLM engine or server dies with it. A finished
-stage leaves a marker under `<run_dir>/.pipeline/`; re-running the pipeline skips finished stages
-unless `--force` is given, so an interrupted demo continues where it stopped.
+stage leaves a marker under `<run_dir>/.pipeline/` with a digest of its config section. Re-running
+the pipeline skips a finished stage unless its section changed since, an earlier stage ran again
+(its outputs are this stage's inputs) or `--force` is given, so an interrupted demo continues where
+it stopped and an edited recipe redoes what the edit touches. Data files that changed on disk are
+not noticed: use `--force` (or `--only`) then.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import subprocess
 import sys
@@ -82,23 +87,51 @@ def run_pipeline(config: PipelineConfig) -> Path:
     markers.mkdir(parents=True, exist_ok=True)
     resolved = markers / "recipe.yaml"
     resolved.write_text(yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    earlier_ran = False
     for number, stage in enumerate(stages, 1):
         marker = markers / ("-".join(stage.split()) + ".done")
-        if marker.exists() and not config.force:
+        digest = section_digest(recipe, stage)
+        reason = rerun_reason(marker, digest, config.force, earlier_ran)
+        if reason is None:
             log.info("[%d/%d] %s: done earlier, skipped (--force to redo)", number, len(stages), stage)
             continue
         command = stage_command(stage, resolved, config.accelerate_config)
-        log.info("[%d/%d] %s: %s", number, len(stages), stage, " ".join(command))
+        log.info("[%d/%d] %s (%s): %s", number, len(stages), stage, reason, " ".join(command))
         started = time.time()
         result = subprocess.run(command, check=False)
         if result.returncode != 0:
             raise InputError(
                 f"stage '{stage}' failed with exit status {result.returncode}; fix it and re-run"
             )
-        marker.write_text(f"{time.time() - started:.1f}\n", encoding="utf-8")
+        marker.write_text(json.dumps({"seconds": round(time.time() - started, 1), "config": digest}))
+        earlier_ran = True
         log.info("[%d/%d] %s: finished in %.1f s", number, len(stages), stage, time.time() - started)
     log.info("pipeline finished: %s", run_dir)
     return run_dir
+
+
+def section_digest(recipe: dict, stage: str) -> str:
+    """A short hash of a stage's resolved config section."""
+    section = json.dumps(recipe["-".join(stage.split())], sort_keys=True, default=str)
+    return hashlib.sha256(section.encode()).hexdigest()[:16]
+
+
+def rerun_reason(marker: Path, digest: str, force: bool, earlier_ran: bool) -> str | None:
+    """Why a stage must run (None: it finished with this config and its inputs are unchanged)."""
+    if force:
+        return "--force"
+    if not marker.exists():
+        return "not run yet"
+    if earlier_ran:
+        return "an earlier stage ran again"
+    try:
+        recorded = json.loads(marker.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return "unreadable marker"
+    # Markers written before digests hold just the seconds taken: nothing to compare, so done.
+    if isinstance(recorded, dict) and recorded.get("config") != digest:
+        return "its config section changed"
+    return None
 
 
 def stage_command(stage: str, recipe: Path, accelerate_config: Path | None) -> list[str]:
