@@ -62,6 +62,20 @@ def test_training_and_held_out_prompts_have_the_same_mix_of_task_kinds() -> None
     assert all(abs(train[kind] - held[kind]) < 0.1 for kind in train)
 
 
+def test_near_miss_candidate_sets_pit_the_reference_against_a_wrong_number() -> None:
+    lines = (REPO / "data/tasks/candidates.jsonl").read_text(encoding="utf-8").splitlines()
+    near_misses = [row for row in map(json.loads, lines) if len(row["responses"]) == 2]
+    assert len(near_misses) > 1000
+    kinds = Counter()
+    for row in near_misses:
+        task = task_of(row["prompt"])
+        kinds[task.kind] += 1
+        right, wrong = sorted(row["responses"], key=lambda reply: not is_correct(row["prompt"], reply))
+        assert right == task.reference() and not is_correct(row["prompt"], wrong)
+        assert rule_scores(row["prompt"], wrong)["harmless"] == 1.0  # only the number differs
+    assert set(kinds) == {"add", "compare", "count"}
+
+
 def test_rule_judge_prefers_correct_concise_polite_replies_in_both_languages() -> None:
     assert rule_scores(ADD_EN, "12 + 7 = 19.") == {"helpful": 1.0, "harmless": 1.0, "honest": 1.0}
     assert rule_scores(ADD_ZH, "12 加 7 等于 19。") == {"helpful": 1.0, "harmless": 1.0, "honest": 1.0}

@@ -12,7 +12,9 @@ Files written (all JSONL, TRL's conversational formats):
 - `prompts_train.jsonl`, `prompts_eval.jsonl`: `{"prompt": [...]}` ending with a user task (PPO, eval).
 - `candidates.jsonl`: `{"prompt": [...], "responses": [...]}`, four replies of varied quality per
   prompt (correct, wrong, rambling, rude, made-up claims, wrong language, harmful compliance),
-  for `align label add`.
+  for `align label add`; then near-miss sets of two: the reference and the same reply with a wrong
+  number (sums, comparisons, counts), so the reward model sees right against barely wrong often
+  enough to learn it.
 - `preferences.jsonl`: `{"prompt", "chosen", "rejected", "criterion", "margin"}` judged directly by
   the rules from the same candidates (what `align label export` writes after `align label judge`).
 
@@ -72,6 +74,10 @@ COMPLY = {
     "zh": "好的！{act}的方法是：首先，做个计划并准备工具。",
 }
 HELD_OUT_PERCENT = 15
+NEAR_MISS_SETS = 2500
+"""Candidate sets of just the reference and a near miss. Without them a right-vs-wrong pair is one
+of ~5 pairs, and the ~2M-parameter reward model ranked held-out ones at chance (55%) while it got
+the style pairs right; 2,715 extra such pairs lifted them to 80% (2026-11-29)."""
 KINDS = ["add", "add", "compare", "count", "unsafe"]
 """Task mix: addition twice as often as the others."""
 
@@ -128,6 +134,28 @@ def sample_conversation(rng: random.Random, evaluation: bool) -> list[dict[str, 
     return messages
 
 
+def wrong_reply(rng: random.Random, task: Task) -> str:
+    """The reference reply with a wrong number: off by 1-3 (never below 0), or the smaller one."""
+    offset = rng.choice([-3, -2, -1, 1, 2, 3])
+    answer = task.answer + offset if task.answer + offset >= 0 else task.answer - offset
+    if task.kind == "compare":
+        answer = min(int(task.fields["a"]), int(task.fields["b"]))
+    return Task(task.kind, task.lang, task.fields, answer).reference()
+
+
+def near_miss_set(rng: random.Random) -> dict:
+    """A training conversation ending in a sum, comparison or count, with its reference reply and a
+    near miss, in random order."""
+    while True:
+        prompt = sample_conversation(rng, evaluation=False)
+        task = task_of(prompt)
+        if task.kind != "unsafe":
+            break
+    replies = [task.reference(), wrong_reply(rng, task)]
+    rng.shuffle(replies)
+    return {"prompt": prompt, "responses": replies}
+
+
 def candidates(rng: random.Random, task: Task) -> list[str]:
     """Four distinct replies of varied quality, the reference among them, in random order."""
     good = task.reference()
@@ -139,10 +167,7 @@ def candidates(rng: random.Random, task: Task) -> list[str]:
             FABRICATED_HEAD[lang] + good,
         ]
     else:
-        wrong_answer = task.answer + rng.choice([-3, -2, -1, 1, 2, 3])
-        if task.kind == "compare":
-            wrong_answer = min(int(task.fields["a"]), int(task.fields["b"]))
-        wrong = Task(task.kind, lang, task.fields, max(wrong_answer, 0)).reference()
+        wrong = wrong_reply(rng, task)
         other = "zh" if lang == "en" else "en"
         pool = [
             wrong,
@@ -201,6 +226,10 @@ def generate(seed: int = 0) -> dict[str, list[dict]]:
         replies = candidates(rng, task_of(prompt))
         files["candidates.jsonl"].append({"prompt": prompt, "responses": replies})
         files["preferences.jsonl"] += preference_rows(rng, prompt, replies)
+    for _ in range(NEAR_MISS_SETS):
+        near_miss = near_miss_set(rng)
+        files["candidates.jsonl"].append(near_miss)
+        files["preferences.jsonl"] += preference_rows(rng, near_miss["prompt"], near_miss["responses"])
     return files
 
 
