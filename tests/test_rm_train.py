@@ -28,6 +28,33 @@ def test_reward_model_replaces_the_lm_head_with_a_scalar_head(tiny_model_dir: Pa
 
 
 @pytest.mark.slow
+def test_two_runs_of_one_config_train_the_same_reward_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from rewards.reward_config import RewardStageConfig
+    from rewards.train import run_reward_training
+
+    lines = (REPO / "data/tasks/preferences.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (tmp_path / "prefs.jsonl").write_text("".join(lines[:32]), encoding="utf-8")
+    heads = []
+    for run in ("a", "b"):
+        torch.manual_seed(len(run) + ord(run))  # whatever the caller's generator holds
+        out = run_reward_training(
+            RewardStageConfig(
+                model=tiny_model_dir,
+                train_file=tmp_path / "prefs.jsonl",
+                output_dir=tmp_path / run,
+                max_length=128,
+                batch_size=8,
+                max_steps=1,
+            )
+        )
+        heads.append(load_file(out / "model.safetensors")["score.weight"])
+    assert torch.equal(heads[0], heads[1])
+
+
+@pytest.mark.slow
 def test_lora_reward_model_resumes_reports_per_criterion_and_reloads(
     tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
