@@ -8,9 +8,10 @@ time, so a plain `model.load_weights` fails; the layerwise reload below re-runs 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,21 +67,44 @@ def to_rollouts(outputs: Sequence[Any], tokenizer: Any) -> list[Rollout]:
 
 class _ExpectedReloadGaps(logging.Filter):
     """Drops the layerwise reload's "<Layer>: Failed to load weights" for layers with no tensors of
-    their own in an HF state dict: a tied LM head (its weight is the embedding's; `repack_tied_head`
-    refreshes it) and the rotary embedding (a computed cache). Any other layer still warns."""
+    their own in an HF state dict: the rotary embedding (a computed cache) and a tied LM head (its
+    weight is the embedding's; `repack_tied_head` refreshes it). Any other layer still warns, an
+    untied LM head included."""
 
-    EXPECTED = ("ParallelLMHead", "RotaryEmbedding")
+    def __init__(self, head_is_tied: bool) -> None:
+        super().__init__()
+        self.expected = ("RotaryEmbedding", "ParallelLMHead") if head_is_tied else ("RotaryEmbedding",)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (message.endswith("Failed to load weights") and message.startswith(self.EXPECTED))
+        return not (message.endswith("Failed to load weights") and message.startswith(self.expected))
+
+
+@contextlib.contextmanager
+def expected_reload_gaps_quiet(head_is_tied: bool) -> Iterator[None]:
+    """Within: the layerwise reload does not warn about layers that have nothing to load."""
+    reload_log = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+    gaps = _ExpectedReloadGaps(head_is_tied)
+    reload_log.addFilter(gaps)
+    try:
+        yield
+    finally:
+        reload_log.removeFilter(gaps)
+
+
+def tied_lm_head(model: Any) -> Any | None:
+    """The model's `lm_head` when it shares the embedding's weight, else None."""
+    lm_head = getattr(model, "lm_head", None)
+    embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+    if lm_head is not None and embed is not None and lm_head.weight.data_ptr() == embed.weight.data_ptr():
+        return lm_head
+    return None
 
 
 def repack_tied_head(model: Any) -> None:
     """Re-run the kernel repacking of an `lm_head` tied to the embedding (the layerwise reload skips it)."""
-    lm_head = getattr(model, "lm_head", None)
-    embed = getattr(getattr(model, "model", None), "embed_tokens", None)
-    if lm_head is not None and embed is not None and lm_head.weight.data_ptr() == embed.weight.data_ptr():
+    lm_head = tied_lm_head(model)
+    if lm_head is not None:
         lm_head.quant_method.process_weights_after_loading(lm_head)
 
 
@@ -147,17 +171,15 @@ class VLLMEngine:
 
         worker = self.llm.llm_engine.model_executor.driver_worker.worker
         model = worker.model_runner.model
-        reload_log = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
-        gaps = _ExpectedReloadGaps()
-        reload_log.addFilter(gaps)
-        try:
-            with set_current_vllm_config(worker.vllm_config):
-                initialize_layerwise_reload(model)
-                model.load_weights((name, tensor.detach()) for name, tensor in named_tensors)
-                finalize_layerwise_reload(model, worker.vllm_config.model_config)
-                repack_tied_head(model)
-        finally:
-            reload_log.removeFilter(gaps)
+        # Tied or not is read before the reload, which swaps the parameters out while it runs.
+        with (
+            expected_reload_gaps_quiet(head_is_tied=tied_lm_head(model) is not None),
+            set_current_vllm_config(worker.vllm_config),
+        ):
+            initialize_layerwise_reload(model)
+            model.load_weights((name, tensor.detach()) for name, tensor in named_tensors)
+            finalize_layerwise_reload(model, worker.vllm_config.model_config)
+            repack_tied_head(model)
         # Cached prompt blocks hold KV computed with the old weights.
         self.llm.reset_prefix_cache()
 

@@ -21,7 +21,7 @@ from vllm.distributed.weight_transfer.base import (
 )
 from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory
 
-from rollouts.vllm_engine import repack_tied_head
+from rollouts.vllm_engine import expected_reload_gaps_quiet, repack_tied_head, tied_lm_head
 
 BACKEND = "cpu_shm"
 
@@ -50,6 +50,7 @@ class SharedMemoryWeightTransfer(WeightTransferEngine[SharedMemoryInitInfo, Shar
     def start_weight_update(self) -> None:
         from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
 
+        self.head_is_tied = tied_lm_head(self.model) is not None  # read before the reload swaps parameters
         initialize_layerwise_reload(self.model)
 
     def update_weights(self, update_info: dict) -> None:
@@ -64,7 +65,8 @@ class SharedMemoryWeightTransfer(WeightTransferEngine[SharedMemoryInitInfo, Shar
     def finish_weight_update(self) -> None:
         from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
 
-        finalize_layerwise_reload(self.model, self.model_config)
+        with expected_reload_gaps_quiet(self.head_is_tied):
+            finalize_layerwise_reload(self.model, self.model_config)
         repack_tied_head(self.model)
 
     def shutdown(self) -> None:
