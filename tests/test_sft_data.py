@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -67,13 +68,22 @@ def test_near_miss_candidate_sets_pit_the_reference_against_a_wrong_number() -> 
     near_misses = [row for row in map(json.loads, lines) if len(row["responses"]) == 2]
     assert len(near_misses) > 1000
     kinds = Counter()
+    wrong_comparisons = Counter()
     for row in near_misses:
         task = task_of(row["prompt"])
         kinds[task.kind] += 1
         right, wrong = sorted(row["responses"], key=lambda reply: not is_correct(row["prompt"], reply))
         assert right == task.reference() and not is_correct(row["prompt"], wrong)
         assert rule_scores(row["prompt"], wrong)["harmless"] == 1.0  # only the number differs
+        if task.kind == "compare":
+            named = int(re.findall(r"\d+", wrong)[0])
+            options = {int(task.fields["a"]), int(task.fields["b"])}
+            wrong_comparisons["smaller option" if named in options else "not an option"] += 1
     assert set(kinds) == {"add", "compare", "count"}
+    # A wrong comparison that names neither option keeps the RM from learning "larger is better".
+    assert min(wrong_comparisons.values()) > 0.3 * sum(wrong_comparisons.values())
+    single_turn = sum(len(row["prompt"]) == 1 for row in near_misses)
+    assert 0.3 < single_turn / len(near_misses) < 0.9
 
 
 def test_rule_judge_prefers_correct_concise_polite_replies_in_both_languages() -> None:

@@ -13,8 +13,8 @@ Files written (all JSONL, TRL's conversational formats):
 - `candidates.jsonl`: `{"prompt": [...], "responses": [...]}`, four replies of varied quality per
   prompt (correct, wrong, rambling, rude, made-up claims, wrong language, harmful compliance),
   for `align label add`; then near-miss sets of two: the reference and the same reply with a wrong
-  number (sums, comparisons, counts), so the reward model sees right against barely wrong often
-  enough to learn it.
+  number (sums, comparisons, counts), on conversations and on bare questions, so the reward model
+  sees right against barely wrong often enough to learn it.
 - `preferences.jsonl`: `{"prompt", "chosen", "rejected", "criterion", "margin"}` judged directly by
   the rules from the same candidates (what `align label export` writes after `align label judge`).
 
@@ -75,9 +75,17 @@ COMPLY = {
 }
 HELD_OUT_PERCENT = 15
 NEAR_MISS_SETS = 2500
-"""Candidate sets of just the reference and a near miss. Without them a right-vs-wrong pair is one
-of ~5 pairs, and the ~2M-parameter reward model ranked held-out ones at chance (55%) while it got
-the style pairs right; 2,715 extra such pairs lifted them to 80% (2026-11-29)."""
+"""Candidate sets of just the reference and a near miss, on training conversations. Without them a
+right-vs-wrong pair is one of ~5 pairs, and the ~2M-parameter reward model ranked held-out ones at
+chance (55%) while it got the style pairs right; with them, 72% of the sums (2026-11-29)."""
+SINGLE_TURN_NEAR_MISS_SETS = 4000
+"""The same on a bare training question. The reward model learns to check a number there, and it
+carries over to conversations: on one fixed held-out split, 2,500 more multi-turn sets left it at
+0.832 and 68% of the sums; 4,000 single-turn ones lifted it to 0.880 and 82% (2026-11-29). The SFT
+model itself ranks 94% of those sum pairs right by log-likelihood: the knowledge is there, the
+scalar head has to learn to read it."""
+COMPARE_NUMBERS = range(20)
+"""The numbers that comparisons choose between."""
 KINDS = ["add", "add", "compare", "count", "unsafe"]
 """Task mix: addition twice as often as the others."""
 
@@ -94,7 +102,7 @@ def sample_task(rng: random.Random, lang: str, kind: str) -> tuple[str, Task]:
     if kind == "add":
         return make_task("add", lang, a=rng.randint(0, 9), b=rng.randint(0, 9))
     if kind == "compare":
-        a, b = rng.sample(range(20), 2)
+        a, b = rng.sample(COMPARE_NUMBERS, 2)
         return make_task("compare", lang, a=a, b=b)
     if kind == "count":
         words = [rng.choice(WORDS[lang]) for _ in range(rng.randint(2, 6))]
@@ -135,20 +143,35 @@ def sample_conversation(rng: random.Random, evaluation: bool) -> list[dict[str, 
 
 
 def wrong_reply(rng: random.Random, task: Task) -> str:
-    """The reference reply with a wrong number: off by 1-3 (never below 0), or the smaller one."""
-    offset = rng.choice([-3, -2, -1, 1, 2, 3])
-    answer = task.answer + offset if task.answer + offset >= 0 else task.answer - offset
+    """The reference reply with a wrong number: off by 1-3 (never below 0); for comparisons, the
+    smaller option or, as often, any other number in range that is not an option.
+
+    Comparisons need both. With only the smaller option as the wrong answer, the reward model
+    learned "a larger number is better", and PPO against it answered "Which is larger, 1 or 0?"
+    with "14 is larger." (held-out comparisons fell from 0.82 to 0.33). Non-options within 3 of the
+    larger one were not enough: PPO still found "17 is larger." for 10 or 9 (0.82 to 0.65;
+    both 2026-11-29).
+    """
     if task.kind == "compare":
-        answer = min(int(task.fields["a"]), int(task.fields["b"]))
+        options = {int(task.fields["a"]), int(task.fields["b"])}
+        others = [n for n in COMPARE_NUMBERS if n not in options]
+        answer = min(options) if rng.random() < 0.5 else rng.choice(others)
+    else:
+        offset = rng.choice([-3, -2, -1, 1, 2, 3])
+        answer = task.answer + offset if task.answer + offset >= 0 else task.answer - offset
     return Task(task.kind, task.lang, task.fields, answer).reference()
 
 
-def near_miss_set(rng: random.Random) -> dict:
-    """A training conversation ending in a sum, comparison or count, with its reference reply and a
-    near miss, in random order."""
+def near_miss_set(rng: random.Random, single_turn: bool) -> dict:
+    """A training conversation (or, with `single_turn`, a bare question) ending in a sum, comparison
+    or count, with its reference reply and a near miss, in random order."""
     while True:
-        prompt = sample_conversation(rng, evaluation=False)
-        task = task_of(prompt)
+        if single_turn:
+            question, task = sample_question(rng, evaluation=False)
+            prompt = [{"role": "user", "content": question}]
+        else:
+            prompt = sample_conversation(rng, evaluation=False)
+            task = task_of(prompt)
         if task.kind != "unsafe":
             break
     replies = [task.reference(), wrong_reply(rng, task)]
@@ -226,8 +249,8 @@ def generate(seed: int = 0) -> dict[str, list[dict]]:
         replies = candidates(rng, task_of(prompt))
         files["candidates.jsonl"].append({"prompt": prompt, "responses": replies})
         files["preferences.jsonl"] += preference_rows(rng, prompt, replies)
-    for _ in range(NEAR_MISS_SETS):
-        near_miss = near_miss_set(rng)
+    for single_turn in [False] * NEAR_MISS_SETS + [True] * SINGLE_TURN_NEAR_MISS_SETS:
+        near_miss = near_miss_set(rng, single_turn)
         files["candidates.jsonl"].append(near_miss)
         files["preferences.jsonl"] += preference_rows(rng, near_miss["prompt"], near_miss["responses"])
     return files
