@@ -44,5 +44,5 @@ def test_ppo_beats_sft_on_reward_and_correctness_within_the_kl_bound(advantage, 
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     print(f"{advantage}: SFT {sft} -> PPO {ppo}; KL {[round(r['kl'], 2) for r in rows]}")
     assert ppo["reward_mean"] > sft["reward_mean"] + 0.2
-    assert ppo["correct"] > sft["correct"] + 0.02  # about one standard error of 400 samples
+    assert ppo["correct"] > sft["correct"] + 0.02  # about two standard errors of 1,600 samples
     assert max(r["kl"] for r in rows) < config.kl_bound

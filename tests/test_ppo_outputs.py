@@ -14,7 +14,7 @@ def test_ppo_writes_metrics_curves_and_held_out_quality_of_reference_and_policy(
     quality = json.loads((ppo / "quality.json").read_text())
     assert quality["prompts"] == 4
     for model in ("reference", "policy"):
-        assert quality[model]["samples"] == 8  # two per prompt
+        assert quality[model]["samples"] == 4 * 8  # eval_samples_per_prompt per prompt
         assert 0.0 <= quality[model]["correct"] <= 1.0
         by_kind = quality[model]["correct_by_kind"]
         assert by_kind and set(by_kind) <= {"add", "compare", "count", "unsafe"}

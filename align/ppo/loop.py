@@ -369,7 +369,7 @@ def write_quality(config: PPOConfig, engine, tokenizer, reward, reference, path:
     sampling = dict(
         max_new_tokens=config.max_new_tokens,
         temperature=config.temperature,
-        samples_per_prompt=2,
+        samples_per_prompt=config.eval_samples_per_prompt,
         seed=config.seed + 1,
         max_prompt_tokens=config.max_prompt_tokens,
     )
