@@ -124,6 +124,9 @@ class QualityTrainConfig:
     """fastText epochs."""
     dim: int = 32
     """fastText embedding size."""
+    learning_rate: float = 0.5
+    """fastText's learning rate. If training diverges ("Encountered NaN", which fastText hits at
+    random even with one thread and a fixed seed), it is retried at a quarter of the rate."""
     seed: int = 0
     """Seed of the degradations, the split and fastText."""
 
@@ -132,7 +135,7 @@ class QualityTrainConfig:
         for path in self.negatives:
             check_exists("negatives", path)
         check_range("holdout", self.holdout, 0.0, 0.5)
-        for key in ("max_docs", "epochs", "dim"):
+        for key in ("max_docs", "epochs", "dim", "learning_rate"):
             check_positive(key, getattr(self, key))
 
 

@@ -12,6 +12,7 @@ import logging
 import random
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from datatrove.data import Document
 
@@ -60,8 +61,6 @@ def _write_examples(path: Path, examples: list[tuple[str, str]]) -> None:
 
 def train_quality(config: QualityTrainConfig) -> Path:
     """Train and save the scorer; returns the path of `quality.bin`."""
-    import fasttext
-
     rng = random.Random(config.seed)
     gold = list(iter_texts(config.gold))
     if len(gold) > config.max_docs:
@@ -84,10 +83,7 @@ def train_quality(config: QualityTrainConfig) -> Path:
         train_file = Path(tmp) / "train.txt"
         _write_examples(train_file, train)
         log.info("training the quality scorer on %d examples (%d gold)", len(train), len(gold))
-        model = fasttext.train_supervised(
-            input=str(train_file), epoch=config.epochs, lr=0.5, wordNgrams=2, dim=config.dim,
-            bucket=100_000, minCount=1, thread=1, seed=config.seed, verbose=0,
-        )  # fmt: skip
+        model, learning_rate = _train_fasttext(train_file, config)
     out = config.output_dir / "quality.bin"
     tmp_out = out.with_name("quality.bin.tmp")
     model.save_model(str(tmp_out))
@@ -98,10 +94,41 @@ def train_quality(config: QualityTrainConfig) -> Path:
     write_json_atomic(
         config.output_dir / "quality.json",
         {"gold": len(gold), "negatives": len(negatives), "train": len(train), "test": len(test),
-         "holdout_accuracy": accuracy, "negatives_source": "given" if config.negatives else "degraded gold"},
+         "holdout_accuracy": accuracy, "negatives_source": "given" if config.negatives else "degraded gold",
+         "learning_rate": learning_rate},
     )  # fmt: skip
     log.info("quality scorer saved to %s (held-out accuracy %s)", out, accuracy)
     return out
+
+
+DIVERGENCE_RETRIES = 4
+"""Retries of a diverged fastText run, each at a quarter of the previous learning rate."""
+
+
+def _train_fasttext(train_file: Path, config: QualityTrainConfig) -> tuple[Any, float]:
+    """The fastText classifier and the learning rate it trained at, retrying divergence lower.
+
+    fastText's NaN check is not deterministic: at 0.5 it passed locally and failed once in CI; at
+    2 and 10 it failed in some runs of the same input and seed and passed in others (2026-11-29).
+    """
+    import fasttext
+
+    def fit(learning_rate: float) -> Any:
+        return fasttext.train_supervised(
+            input=str(train_file), epoch=config.epochs, lr=learning_rate, wordNgrams=2,
+            dim=config.dim, bucket=100_000, minCount=1, thread=1, seed=config.seed, verbose=0,
+        )  # fmt: skip
+
+    learning_rate = config.learning_rate
+    for _ in range(DIVERGENCE_RETRIES):
+        try:
+            return fit(learning_rate), learning_rate
+        except RuntimeError as error:
+            if "NaN" not in str(error):
+                raise
+        log.warning("fastText diverged at learning rate %g; retrying at %g", learning_rate, learning_rate / 4)
+        learning_rate /= 4
+    return fit(learning_rate), learning_rate
 
 
 class QualityScorer:
