@@ -31,6 +31,7 @@ PROMPTS = REPO / "data/tasks/prompts_train.jsonl"
             },
             "micro_batch_size",
         ),
+        ({"reward_rule": "rule_reward", "critic_init": "policy", "eval_every": 5}, "eval_every"),
     ],
 )
 def test_inconsistent_configs_name_the_key(overrides, key, tmp_path):

@@ -20,3 +20,16 @@ def test_ppo_writes_metrics_curves_and_held_out_quality_of_reference_and_policy(
         assert by_kind and set(by_kind) <= {"add", "compare", "count", "unsafe"}
         assert all(0.0 <= share <= 1.0 for share in by_kind.values())
         assert isinstance(quality[model]["reward_mean"], float)
+    # eval_every: 1 in the tiny recipe: every row carries the held-out evaluation, and the last one
+    # is the final policy's in quality.json (same samples: one seed for every evaluation of a run).
+    for row in rows:
+        assert 0.0 <= row["eval/correct"] <= 1.0
+        assert {k.removeprefix("eval/correct/") for k in row if k.startswith("eval/correct/")} <= {
+            "add",
+            "compare",
+            "count",
+            "unsafe",
+        }
+        assert isinstance(row["eval/reward_mean"], float)
+    assert rows[-1]["eval/correct"] == quality["policy"]["correct"]
+    assert rows[-1]["eval/reward_mean"] == quality["policy"]["reward_mean"]

@@ -27,6 +27,11 @@ class PPOConfig:
     """Held-out prompts (same format): at the end, fresh samples of the reference and of the final
     policy (`eval_samples_per_prompt` per prompt, at `temperature`) get the RM's mean score and
     rule-judged correctness, written to `quality.json`."""
+    eval_every: int = 0
+    """Every this many iterations (0: only at the end), the same fresh-sample evaluation of the current
+    policy: `eval/correct`, `eval/correct/<kind>` and `eval/reward_mean` in metrics.jsonl and the
+    trackers, and a held-out panel in curves.png. An RM score that climbs while correctness falls is
+    the policy overoptimizing the reward model. Needs `eval_prompts`."""
     eval_limit: int = 200
     """How many of `eval_prompts` to sample."""
     eval_samples_per_prompt: int = 8
@@ -165,4 +170,7 @@ class PPOConfig:
         check_range("lam", self.lam, 0.0, 1.0)
         check_range("lora_r", self.lora_r, 0, None)
         check_range("save_every", self.save_every, 0, None)
+        check_range("eval_every", self.eval_every, 0, None)
+        if self.eval_every and self.eval_prompts is None:
+            raise ConfigError("eval_every: needs eval_prompts (the held-out prompts to sample)")
         check_range("keep_checkpoints", self.keep_checkpoints, 1, None)

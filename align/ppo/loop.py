@@ -152,8 +152,9 @@ def compute_advantages(experience: Experience, kl_coef: float, config: PPOConfig
     experience.returns = returns
 
 
-def plot_curves(metrics_path: Path, out: Path) -> None:
-    """reward_mean and kl per iteration, one PNG."""
+def plot_curves(metrics_path: Path, out: Path, quality_path: Path | None = None) -> None:
+    """reward_mean and KL per iteration, one PNG; with `eval_every`, a third panel of held-out
+    correctness (and RM score, right axis), the reference's from `quality_path` dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -163,12 +164,28 @@ def plot_curves(metrics_path: Path, out: Path) -> None:
         json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()
     ]
     steps = [r["iteration"] for r in rows]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-    top.plot(steps, [r["reward_mean"] for r in rows])
-    top.set_ylabel("mean reward")
-    bottom.plot(steps, [r["kl"] for r in rows], color="tab:red")
-    bottom.set_ylabel("KL to reference")
-    bottom.set_xlabel("iteration")
+    evaluated = [r for r in rows if "eval/correct" in r]
+    fig, axes = plt.subplots(3 if evaluated else 2, 1, figsize=(7, 9 if evaluated else 6), sharex=True)
+    axes[0].plot(steps, [r["reward_mean"] for r in rows])
+    axes[0].set_ylabel("mean reward")
+    axes[1].plot(steps, [r["kl"] for r in rows], color="tab:red")
+    axes[1].set_ylabel("KL to reference")
+    if evaluated:
+        held_out = axes[2]
+        at = [r["iteration"] for r in evaluated]
+        held_out.plot(at, [r["eval/correct"] for r in evaluated], "o-", color="tab:green")
+        held_out.set_ylabel("held-out correctness", color="tab:green")
+        reference = None
+        if quality_path is not None and quality_path.is_file():
+            reference = json.loads(quality_path.read_text(encoding="utf-8"))["reference"]
+            held_out.axhline(reference["correct"], color="tab:green", linestyle="--")
+        if "eval/reward_mean" in evaluated[0]:
+            rm_axis = held_out.twinx()
+            rm_axis.plot(at, [r["eval/reward_mean"] for r in evaluated], "s-", color="tab:purple")
+            rm_axis.set_ylabel("held-out RM score", color="tab:purple")
+            if reference is not None and "reward_mean" in reference:
+                rm_axis.axhline(reference["reward_mean"], color="tab:purple", linestyle="--")
+    axes[-1].set_xlabel("iteration")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -196,6 +213,7 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
 
     tokenizer = load_tokenizer(config.policy)
     records = read_prompts(config.prompts)
+    eval_records = read_prompts(config.eval_prompts)[: config.eval_limit] if config.eval_prompts else []
     prompt_ids = [encode_prompt(tokenizer, r, config.max_prompt_tokens) for r in records]
     pad_id = tokenizer.pad_token_id
 
@@ -257,6 +275,7 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
         metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     accelerator.init_trackers("ppo", config={"advantage": config.advantage, "kl_coef": config.kl_coef})
 
+    final_quality = None  # the last iteration's held-out evaluation, when `eval_every` ran one
     owned = engine is None
     engine = make_engine(config) if owned else engine
     unwrapped = accelerator.unwrap_model(policy)
@@ -312,8 +331,9 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
             engine.load_weights(engine_weights(unwrapped))
             t4 = time.perf_counter()
             total = t4 - t0
+            done = iteration + 1
             metrics = {
-                "iteration": iteration + 1,
+                "iteration": done,
                 "reward_mean": experience.scores.mean().item(),
                 "reward_std": experience.scores.std().item() if len(rollouts) > 1 else 0.0,
                 "kl": kl,
@@ -330,8 +350,12 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
                 "time/sync_share": (t4 - t3) / total,
                 "prompts": batch,
             }
+            if config.eval_every and done % config.eval_every == 0 and accelerator.is_main_process:
+                quality = held_out_quality(config, engine, tokenizer, reward, eval_records)
+                final_quality = quality if done == config.iterations else None
+                metrics.update(eval_metrics(quality), **{"time/eval": time.perf_counter() - t4})
             controller.update(kl)
-            accelerator.log({k: v for k, v in metrics.items() if k != "prompts"}, step=iteration + 1)
+            accelerator.log({k: v for k, v in metrics.items() if k != "prompts"}, step=done)
             bar.set_postfix(
                 reward=f"{metrics['reward_mean']:.3f}",
                 kl=f"{kl:.3f}",
@@ -340,11 +364,12 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
             if accelerator.is_main_process:
                 with open(metrics_path, "a", encoding="utf-8") as handle:
                     handle.write(json.dumps(metrics) + "\n")
-            done = iteration + 1
             if config.save_every and done % config.save_every == 0 and done < config.iterations:
                 save_checkpoint(checkpoints, done, controller.value, policy, critic, optimizers, accelerator)
         if config.eval_prompts is not None and accelerator.is_main_process:
-            write_quality(config, engine, tokenizer, reward, reference, out / QUALITY)
+            write_quality(
+                config, engine, tokenizer, reward, reference, eval_records, out / QUALITY, final_quality
+            )
     finally:
         if owned:
             engine.close()
@@ -354,29 +379,57 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
         model = unwrapped.merge_and_unload() if config.lora_r else unwrapped
         model.save_pretrained(final)
         tokenizer.save_pretrained(final)
-        plot_curves(metrics_path, out / "curves.png")
+        plot_curves(metrics_path, out / "curves.png", out / QUALITY)
         log.info("final policy in %s; curves in %s", final, out / "curves.png")
     checkpoints.close()
     finish_trackers(accelerator)
     return final
 
 
-def write_quality(config: PPOConfig, engine, tokenizer, reward, reference, path: Path) -> None:
-    """Fresh samples of the final policy, then of the reference, on the held-out prompts."""
-    from align.ppo.evaluate import engine_quality
-
-    records = read_prompts(config.eval_prompts)[: config.eval_limit]
-    sampling = dict(
+def quality_sampling(config: PPOConfig) -> dict:
+    """How held-out samples are drawn. One seed for every evaluation of a run: the policies are
+    compared on common random numbers, so a change between evaluations is the policy's, not noise."""
+    return dict(
         max_new_tokens=config.max_new_tokens,
         temperature=config.temperature,
         samples_per_prompt=config.eval_samples_per_prompt,
         seed=config.seed + 1,
         max_prompt_tokens=config.max_prompt_tokens,
     )
-    policy = engine_quality(engine, tokenizer, records, reward, **sampling)  # the engine holds the last sync
+
+
+def held_out_quality(config: PPOConfig, engine, tokenizer, reward, records: list[dict]) -> dict:
+    """Fresh samples of the engine's current weights on the held-out prompts."""
+    from align.ppo.evaluate import engine_quality
+
+    return engine_quality(engine, tokenizer, records, reward, **quality_sampling(config))
+
+
+def eval_metrics(quality: dict) -> dict[str, float]:
+    """A held-out evaluation as flat metrics: eval/correct, eval/correct/<kind>, eval/reward_mean."""
+    flat = {"eval/correct": quality["correct"]}
+    flat.update({f"eval/correct/{kind}": share for kind, share in quality["correct_by_kind"].items()})
+    if "reward_mean" in quality:
+        flat["eval/reward_mean"] = quality["reward_mean"]
+    return flat
+
+
+def write_quality(
+    config: PPOConfig,
+    engine,
+    tokenizer,
+    reward,
+    reference,
+    records: list[dict],
+    path: Path,
+    policy: dict | None = None,
+) -> None:
+    """Fresh samples of the final policy (unless `policy` already holds them), then of the reference."""
+    if policy is None:  # the engine holds the last sync
+        policy = held_out_quality(config, engine, tokenizer, reward, records)
     engine.load_weights(reference.named_parameters())
-    before = engine_quality(engine, tokenizer, records, reward, **sampling)
-    result = {"reference": before, "policy": policy, "prompts": len(records), **sampling}
+    before = held_out_quality(config, engine, tokenizer, reward, records)
+    result = {"reference": before, "policy": policy, "prompts": len(records), **quality_sampling(config)}
     path.write_text(json.dumps(result, indent=2), encoding="utf-8")
     log.info("held-out fresh samples, reference -> policy: %s", _compare(before, policy))
 
