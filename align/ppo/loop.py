@@ -388,7 +388,7 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
 
 def quality_sampling(config: PPOConfig) -> dict:
     """How held-out samples are drawn. One seed for every evaluation of a run: the policies are
-    compared on common random numbers, so a change between evaluations is the policy's, not noise."""
+    compared on common random numbers, so most of the sampling noise cancels between evaluations."""
     return dict(
         max_new_tokens=config.max_new_tokens,
         temperature=config.temperature,
