@@ -22,6 +22,9 @@ from align.errors import InputError
 
 log = logging.getLogger(__name__)
 
+CHECKPOINTS_DIR = "checkpoints"
+"""Every training command (pretrain, sft, rm, ppo) keeps its resumable state in
+`<output_dir>/checkpoints`: a re-run with the same output_dir continues from there."""
 LATEST = "latest"
 TMP_SUFFIX = ".tmp"
 META = "checkpoint.json"

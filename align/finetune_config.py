@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from align.checkpoint import CHECKPOINTS_DIR
 from align.config import check_positive, check_range
 from align.errors import ConfigError
 
@@ -111,7 +112,7 @@ class FinetuneConfig:
     @property
     def checkpoint_dir(self) -> Path:
         """Where the HF Trainer writes its resumable `checkpoint-N` folders."""
-        return Path(self.output_dir) / "checkpoints"
+        return Path(self.output_dir) / CHECKPOINTS_DIR
 
     def trainer_arguments(self) -> dict[str, Any]:
         """Keyword arguments shared by TRL's `SFTConfig` and `RewardConfig`."""

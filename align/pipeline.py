@@ -7,7 +7,9 @@ path joined with '-' (`corpus-train-quality`, `label-export`). Each stage runs i
 stage leaves a marker under `<run_dir>/.pipeline/` with a digest of its config section. Re-running
 the pipeline skips a finished stage unless its section changed since, an earlier stage ran again
 (its outputs are this stage's inputs) or `--force` is given, so an interrupted demo continues where
-it stopped and an edited recipe redoes what the edit touches. Data files that changed on disk are
+it stopped and an edited recipe redoes what the edit touches. A training stage that is redone starts
+over: the earlier run's checkpoints go first, or it would resume from its own last checkpoint and
+train nothing; one interrupted before it finished resumes. Data files that changed on disk are
 not noticed: use `--force` (or `--only`) then.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from align.checkpoint import CHECKPOINTS_DIR
 from align.config import check_exists, read_recipe, substitute
 from align.errors import ConfigError, InputError
 
@@ -97,6 +101,9 @@ def run_pipeline(config: PipelineConfig) -> Path:
             continue
         command = stage_command(stage, resolved, config.accelerate_config)
         log.info("[%d/%d] %s (%s): %s", number, len(stages), stage, reason, " ".join(command))
+        if marker.exists():
+            discard_checkpoints(recipe, stage)
+            marker.unlink()  # until it finishes again; interrupted, the next run resumes it
         started = time.time()
         result = subprocess.run(command, check=False)
         if result.returncode != 0:
@@ -108,6 +115,17 @@ def run_pipeline(config: PipelineConfig) -> Path:
         log.info("[%d/%d] %s: finished in %.1f s", number, len(stages), stage, time.time() - started)
     log.info("pipeline finished: %s", run_dir)
     return run_dir
+
+
+def discard_checkpoints(recipe: dict, stage: str) -> None:
+    """Remove a finished training stage's checkpoints before it runs again from the start."""
+    if stage.split()[0] not in TRAINING_STAGES:
+        return
+    output_dir = recipe["-".join(stage.split())].get("output_dir")
+    checkpoints = Path(output_dir) / CHECKPOINTS_DIR if output_dir else None
+    if checkpoints is not None and checkpoints.is_dir():
+        log.info("%s: starting over; removing the earlier run's checkpoints in %s", stage, checkpoints)
+        shutil.rmtree(checkpoints)
 
 
 def section_digest(recipe: dict, stage: str) -> str:

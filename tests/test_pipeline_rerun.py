@@ -1,8 +1,9 @@
-"""`align pipeline` re-runs: finished stages are skipped until their config section changes, and a
-stage that runs again makes every later stage run too."""
+"""`align pipeline` re-runs: finished stages are skipped until their config section changes, a
+stage that runs again makes every later stage run too, and a training stage run again starts over."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -50,3 +51,44 @@ def test_only_stages_whose_config_changed_and_the_ones_after_them_run_again(
     recipe["label-judge"]["tie_margin"] = 0.1
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     assert ran_stages(caplog, path) == ["label judge", "label export"]
+
+
+@pytest.mark.slow
+def test_a_redone_training_stage_starts_over_instead_of_resuming_its_finished_run(
+    tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ppo = {
+        "policy": str(tiny_model_dir),
+        "prompts": str(REPO / "data/tasks/prompts_train.jsonl"),
+        "output_dir": "${run_dir}/ppo",
+        "reward_rule": "rule_reward",
+        "advantage": "rloo",
+        "samples_per_prompt": 2,
+        "engine": "hf",
+        "iterations": 2,
+        "prompts_per_iteration": 2,
+        "max_new_tokens": 4,
+        "max_prompt_tokens": 96,
+        "minibatch_size": 4,
+        "micro_batch_size": 4,
+        "save_every": 1,
+        "report_to": ["none"],
+        "num_threads": 1,
+    }
+    recipe = {"run_dir": str(tmp_path / "run"), "pipeline": {"stages": ["ppo"]}, "ppo": ppo}
+    path = tmp_path / "recipe.yaml"
+    metrics = tmp_path / "run/ppo/metrics.jsonl"
+
+    def kl_coefs() -> list[float]:
+        return [json.loads(line)["kl_coef"] for line in metrics.read_text().splitlines()]
+
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    assert ran_stages(caplog, path) == ["ppo"]
+    assert kl_coefs() == [0.05, 0.05]
+
+    ppo["kl_coef"] = 0.07
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    assert ran_stages(caplog, path) == ["ppo"]
+    # Resuming the finished run's last checkpoint would have trained nothing and kept these at 0.05.
+    assert kl_coefs() == [0.07, 0.07]
+    assert "removing the earlier run's checkpoints" in caplog.text

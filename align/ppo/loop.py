@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from align.checkpoint import CheckpointManager
+from align.checkpoint import CHECKPOINTS_DIR, CheckpointManager
 from align.distributed import finish_trackers, make_accelerator
 from align.models import load_model, load_tokenizer
 from align.ppo.advantages import ESTIMATORS, masked_mean, whiten
@@ -252,7 +252,7 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
     else:
         policy, *optimizers = accelerator.prepare(policy, *optimizers)
 
-    checkpoints = CheckpointManager(out / "checkpoints", keep=config.keep_checkpoints)
+    checkpoints = CheckpointManager(out / CHECKPOINTS_DIR, keep=config.keep_checkpoints)
     start = 0
     controller = KLController(config.kl_coef, config.kl_target, config.kl_bound)
     latest = checkpoints.latest() if config.resume else None

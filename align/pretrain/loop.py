@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from align.checkpoint import CheckpointManager, read_meta
+from align.checkpoint import CHECKPOINTS_DIR, CheckpointManager, read_meta
 from align.config import to_dict
 from align.distributed import finish_trackers, make_accelerator
 from align.errors import ConfigError, InputError
@@ -74,7 +74,7 @@ def run_pretrain(config: PretrainConfig) -> Path:
     tokenizer = load_tokenizer(config.tokenizer or config.model)
     sources = {s.name: load_source(s) for s in config.sources}
     manager = CheckpointManager(
-        output_dir / "checkpoints", keep=config.keep, protect=lambda m: m.get("phase_done", False)
+        output_dir / CHECKPOINTS_DIR, keep=config.keep, protect=lambda m: m.get("phase_done", False)
     )
     start = _start_checkpoint(config, manager)
     model = _initial_model(config, tokenizer)
