@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from align.checkpoint import CHECKPOINTS_DIR
+from align.cli import section_name
 from align.config import check_exists, read_recipe, substitute
 from align.errors import ConfigError, InputError
 
@@ -71,8 +72,8 @@ def planned_stages(config: PipelineConfig) -> tuple[dict, list[str]]:
     recipe = substitute(dict(recipe, run_dir=str(run_dir)), str(run_dir))
     stages = [str(s) for s in listed]
     for stage in stages:
-        if "-".join(stage.split()) not in recipe:
-            raise ConfigError(f"pipeline.stages: {stage!r} has no '{'-'.join(stage.split())}' section")
+        if section_name(stage.split()) not in recipe:
+            raise ConfigError(f"pipeline.stages: {stage!r} has no '{section_name(stage.split())}' section")
     if config.only:
         unknown = [s for s in config.only if s not in stages]
         if unknown:
@@ -93,7 +94,7 @@ def run_pipeline(config: PipelineConfig) -> Path:
     resolved.write_text(yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True), encoding="utf-8")
     earlier_ran = False
     for number, stage in enumerate(stages, 1):
-        marker = markers / ("-".join(stage.split()) + ".done")
+        marker = markers / (section_name(stage.split()) + ".done")
         digest = section_digest(recipe, stage)
         reason = rerun_reason(marker, digest, config.force, earlier_ran)
         if reason is None:
@@ -121,7 +122,7 @@ def discard_checkpoints(recipe: dict, stage: str) -> None:
     """Remove a finished training stage's checkpoints before it runs again from the start."""
     if stage.split()[0] not in TRAINING_STAGES:
         return
-    output_dir = recipe["-".join(stage.split())].get("output_dir")
+    output_dir = recipe[section_name(stage.split())].get("output_dir")
     checkpoints = Path(output_dir) / CHECKPOINTS_DIR if output_dir else None
     if checkpoints is not None and checkpoints.is_dir():
         log.info("%s: starting over; removing the earlier run's checkpoints in %s", stage, checkpoints)
@@ -130,7 +131,7 @@ def discard_checkpoints(recipe: dict, stage: str) -> None:
 
 def section_digest(recipe: dict, stage: str) -> str:
     """A short hash of a stage's resolved config section."""
-    section = json.dumps(recipe["-".join(stage.split())], sort_keys=True, default=str)
+    section = json.dumps(recipe[section_name(stage.split())], sort_keys=True, default=str)
     return hashlib.sha256(section.encode()).hexdigest()[:16]
 
 
