@@ -9,10 +9,11 @@ held-out accuracy; `align corpus` keeps documents whose probability of being gol
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import random
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from datatrove.data import Document
 
@@ -83,10 +84,9 @@ def train_quality(config: QualityTrainConfig) -> Path:
         train_file = Path(tmp) / "train.txt"
         _write_examples(train_file, train)
         log.info("training the quality scorer on %d examples (%d gold)", len(train), len(gold))
-        model, learning_rate = _train_fasttext(train_file, config)
-    out = config.output_dir / "quality.bin"
-    tmp_out = out.with_name("quality.bin.tmp")
-    model.save_model(str(tmp_out))
+        out = config.output_dir / "quality.bin"
+        tmp_out = out.with_name("quality.bin.tmp")
+        learning_rate = _train_fasttext(train_file, config, tmp_out)
     tmp_out.replace(out)
     scorer = QualityScorer(str(out))
     correct = sum((scorer.score(text) >= 0.5) == (label == GOLD) for label, text in test)
@@ -105,30 +105,49 @@ DIVERGENCE_RETRIES = 4
 """Retries of a diverged fastText run, each at a quarter of the previous learning rate."""
 
 
-def _train_fasttext(train_file: Path, config: QualityTrainConfig) -> tuple[Any, float]:
-    """The fastText classifier and the learning rate it trained at, retrying divergence lower.
+def _train_fasttext(train_file: Path, config: QualityTrainConfig, model_file: Path) -> float:
+    """Train the fastText classifier into `model_file`; returns the learning rate it trained at,
+    retrying a diverged run ("Encountered NaN") lower.
 
-    fastText's NaN check is not deterministic: at 0.5 it passed locally and failed once in CI; at
-    2 and 10 it failed in some runs of the same input and seed and passed in others (2026-11-29).
+    Each attempt runs in a fresh process: fastText-numpy2 0.10.4 carries state from one training to
+    the next in a process, so the same input, seed and learning rate 0.5 diverged in the 3rd, 4th
+    and 6th of six runs in one process and never alone (2026-11-29). That is why it once looked
+    random, and why retries in the same process kept failing.
     """
+    spawn = multiprocessing.get_context("spawn")
+    learning_rate = config.learning_rate
+    for attempt in range(DIVERGENCE_RETRIES + 1):
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            fit = pool.submit(
+                _fit, train_file, model_file, learning_rate, config.epochs, config.dim, config.seed
+            )
+            if fit.result():
+                return learning_rate
+        if attempt < DIVERGENCE_RETRIES:
+            log.warning(
+                "fastText diverged at learning rate %g; retrying at %g", learning_rate, learning_rate / 4
+            )
+            learning_rate /= 4
+    raise InputError(
+        f"learning_rate: fastText diverged at every rate from {config.learning_rate:g} down to {learning_rate:g}"
+    )
+
+
+def _fit(train_file: Path, model_file: Path, learning_rate: float, epochs: int, dim: int, seed: int) -> bool:
+    """One fastText training, saved to `model_file`; False when it diverged."""
     import fasttext
 
-    def fit(learning_rate: float) -> Any:
-        return fasttext.train_supervised(
-            input=str(train_file), epoch=config.epochs, lr=learning_rate, wordNgrams=2,
-            dim=config.dim, bucket=100_000, minCount=1, thread=1, seed=config.seed, verbose=0,
+    try:
+        model = fasttext.train_supervised(
+            input=str(train_file), epoch=epochs, lr=learning_rate, wordNgrams=2, dim=dim,
+            bucket=100_000, minCount=1, thread=1, seed=seed, verbose=0,
         )  # fmt: skip
-
-    learning_rate = config.learning_rate
-    for _ in range(DIVERGENCE_RETRIES):
-        try:
-            return fit(learning_rate), learning_rate
-        except RuntimeError as error:
-            if "NaN" not in str(error):
-                raise
-        log.warning("fastText diverged at learning rate %g; retrying at %g", learning_rate, learning_rate / 4)
-        learning_rate /= 4
-    return fit(learning_rate), learning_rate
+    except RuntimeError as error:
+        if "NaN" not in str(error):
+            raise
+        return False
+    model.save_model(str(model_file))
+    return True
 
 
 class QualityScorer:
