@@ -29,10 +29,11 @@ def engine_quality(
     seed: int = 0,
     max_prompt_tokens: int = 256,
 ) -> dict[str, float | dict[str, float]]:
-    """Sample the engine's current weights on `records`: `correct` (share, rule-judged), the same per
-    task kind in `correct_by_kind` (the mix of kinds hides a change in one), `length` (tokens) and,
+    """Sample the engine's current weights on `records`: `correct` (share of the `judged` samples that
+    are right, or follow all their constraints), the same per task kind or constraint type in
+    `correct_by_kind` (the mix of kinds hides a change in one), `length` (tokens) and,
     with a reward model in `reward`, `reward_mean` (its score alone, no rule added)."""
-    from rewards.rules import is_correct, task_of
+    from rewards.rules import correct_by_kind, is_correct
 
     rollouts = engine.generate(
         [encode_prompt(tokenizer, r, max_prompt_tokens) for r in records],
@@ -45,14 +46,17 @@ def engine_quality(
         ),
     )
     by_kind: dict[str, list[bool]] = {}
+    judged = []
     for rollout in rollouts:
         messages = prompt_messages(records[rollout.prompt_index])
-        task = task_of(messages)
-        if task is not None:
-            by_kind.setdefault(task.kind, []).append(bool(is_correct(messages, rollout.text)))
-    judged = [c for kind in by_kind.values() for c in kind]
+        verdict = is_correct(messages, rollout.text)
+        if verdict is not None:
+            judged.append(verdict)
+        for kind, correct in correct_by_kind(messages, rollout.text).items():
+            by_kind.setdefault(kind, []).append(correct)
     result = {
         "correct": sum(judged) / max(1, len(judged)),
+        "judged": len(judged),
         "correct_by_kind": {kind: sum(c) / len(c) for kind, c in sorted(by_kind.items())},
         "length": sum(len(r.token_ids) for r in rollouts) / len(rollouts),
         "samples": len(rollouts),
