@@ -17,6 +17,18 @@ def make_accelerator(**kwargs: Any):
     return Accelerator(cpu=not torch.cuda.is_available(), **kwargs)
 
 
+def mixed_precision(precision: str) -> str:
+    """Accelerate's `mixed_precision` for a `precision` setting: `auto` is bf16 where the hardware
+    multiplies bf16 natively (CUDA, or a CPU with AVX512-BF16/AMX), else no mixed precision."""
+    import torch
+
+    if precision == "auto":
+        if torch.cuda.is_available():
+            return "bf16" if torch.cuda.is_bf16_supported() else "no"
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
+    return "bf16" if precision == "bf16" else "no"
+
+
 def use_cpu() -> bool:
     """For HF `TrainingArguments(use_cpu=...)`: True on machines without GPUs."""
     import torch

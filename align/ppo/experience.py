@@ -6,6 +6,7 @@ token t sits in the same column for every row and the logits predicting it sit o
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 from collections.abc import Sequence
@@ -43,12 +44,34 @@ class Experience:
         return self.input_ids.shape[1] - self.response_mask.shape[1]
 
     def select(self, index: torch.Tensor) -> Experience:
-        return Experience(
-            **{
-                f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
-                for f in fields(self)
-            }
-        )
+        """The rows `index`, without the columns all of them pad: the prompts' common left padding
+        and the responses' common right padding (a micro-batch of short rows is a small batch)."""
+        start, response_width = trimmed_columns(self.attention_mask[index], self.response_mask[index])
+        stop = self.prompt_width + response_width
+        selected = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or value.dim() == 1:
+                selected[f.name] = None if value is None else value[index]
+            elif f.name in ("input_ids", "attention_mask"):
+                selected[f.name] = value[index, start:stop]
+            else:
+                selected[f.name] = value[index, :response_width]
+        return Experience(**selected)
+
+
+def trimmed_columns(attention_mask: torch.Tensor, response_mask: torch.Tensor) -> tuple[int, int]:
+    """First column any row attends to, and the longest response in the rows."""
+    attended = attention_mask.any(0).nonzero()
+    start = int(attended[0]) if len(attended) else 0
+    return start, max(1, int(response_mask.sum(1).max()))
+
+
+def length_sorted_chunks(attention_mask: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Row indices in chunks of `size`, longest rows first: rows of a chunk have similar lengths, so
+    `Experience.select` trims most of the padding a random chunk would carry."""
+    order = attention_mask.sum(1).argsort(descending=True, stable=True)
+    return list(order.split(size))
 
 
 def pad_rollouts(rollouts: Sequence[Rollout], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -88,6 +111,11 @@ def response_values(critic, input_ids, attention_mask, response_width: int) -> t
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)
     ).last_hidden_state
     return inner.score(hidden[:, -response_width - 1 : -1]).squeeze(-1).float()
+
+
+def adapter_disabled(model) -> contextlib.AbstractContextManager:
+    """The PEFT model `model` (maybe wrapped by Accelerate) with its adapter off: the base weights."""
+    return getattr(model, "module", model).disable_adapter()
 
 
 class RewardSource:
@@ -155,41 +183,63 @@ def make_experience(
     temperature: float,
     micro_batch_size: int,
     device: torch.device,
-) -> tuple[Experience, dict[str, float]]:
+    autocast=contextlib.nullcontext,
+    old_logprobs: bool = True,
+) -> Experience:
     """Tensors, scores, old/reference log-probs and values for one iteration's rollouts.
 
-    Also returns the engine/trainer log-prob mismatch (the engine's values are never used to learn).
+    `reference`: the frozen reference model, or None when it is the policy with its LoRA adapter
+    disabled (one model in memory). `autocast`: the context the forward passes run in (bf16 mixed
+    precision). `old_logprobs=False` skips the policy's pass, for an update whose first pass is
+    on-policy and fills them in (`train_on`); they stay zeros until then.
     """
     input_ids, attention_mask, response_mask = (t.to(device) for t in pad_rollouts(rollouts, pad_id))
-    width = response_mask.shape[1]
-    tokens = input_ids[:, -width:]
-    old, ref, values = [], [], []
-    for start in range(0, len(rollouts), micro_batch_size):
-        rows = slice(start, start + micro_batch_size)
-        ids, attn = input_ids[rows], attention_mask[rows]
-        old.append(token_logprobs(response_logits(policy, ids, attn, width, temperature), tokens[rows]))
-        ref.append(token_logprobs(response_logits(reference, ids, attn, width, temperature), tokens[rows]))
-        values.append(
-            response_values(critic, ids, attn, width) if critic is not None else torch.zeros_like(old[-1])
-        )
-    scores = reward([r.text for r in rollouts], records).to(device)
+    with autocast():
+        scores = reward([r.text for r in rollouts], records)
     experience = Experience(
         input_ids=input_ids,
         attention_mask=attention_mask,
         response_mask=response_mask,
-        old_logprobs=torch.cat(old) * response_mask,
-        ref_logprobs=torch.cat(ref) * response_mask,
-        scores=scores,
-        values=torch.cat(values) * response_mask,
+        old_logprobs=torch.zeros_like(response_mask),
+        ref_logprobs=torch.zeros_like(response_mask),
+        scores=scores.to(device),
+        values=torch.zeros_like(response_mask),
     )
+    for rows in length_sorted_chunks(attention_mask, micro_batch_size):
+        sub = experience.select(rows)
+        width = sub.response_mask.shape[1]
+        tokens = sub.input_ids[:, -width:]
+        with autocast():
+            if old_logprobs:
+                logits = response_logits(policy, sub.input_ids, sub.attention_mask, width, temperature)
+                experience.old_logprobs[rows, :width] = token_logprobs(logits, tokens)
+            with contextlib.nullcontext() if reference is not None else adapter_disabled(policy):
+                logits = response_logits(
+                    reference if reference is not None else policy,
+                    sub.input_ids,
+                    sub.attention_mask,
+                    width,
+                    temperature,
+                )
+            experience.ref_logprobs[rows, :width] = token_logprobs(logits, tokens)
+            if critic is not None:
+                experience.values[rows, :width] = response_values(
+                    critic, sub.input_ids, sub.attention_mask, width
+                )
+    for tensor in (experience.old_logprobs, experience.ref_logprobs, experience.values):
+        tensor.mul_(response_mask)
+    return experience
+
+
+def logprob_mismatch(rollouts: Sequence[Rollout], trainer_logprobs: torch.Tensor) -> dict[str, float]:
+    """Mean and largest gap between the engine's log-probs of the sampled tokens and the trainer's."""
     gaps = [
         abs(engine_lp - trainer_lp)
-        for r, row in zip(rollouts, experience.old_logprobs.tolist(), strict=True)
+        for r, row in zip(rollouts, trainer_logprobs.tolist(), strict=True)
         if r.logprobs is not None
         for engine_lp, trainer_lp in zip(r.logprobs, row, strict=False)
     ]
-    mismatch = {
+    return {
         "logprob_mismatch_mean": sum(gaps) / len(gaps) if gaps else float("nan"),
         "logprob_mismatch_max": max(gaps) if gaps else float("nan"),
     }
-    return experience, mismatch

@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,20 +20,22 @@ import torch
 from tqdm.auto import tqdm
 
 from align.checkpoint import CHECKPOINTS_DIR, CheckpointManager
-from align.distributed import finish_trackers, make_accelerator
+from align.distributed import finish_trackers, make_accelerator, mixed_precision
 from align.models import load_model, load_tokenizer
 from align.ppo.advantages import ESTIMATORS, masked_mean, whiten
 from align.ppo.config import PPOConfig
 from align.ppo.experience import (
     Experience,
     RewardSource,
+    length_sorted_chunks,
+    logprob_mismatch,
     make_experience,
     response_logits,
     response_values,
     token_logprobs,
 )
 from align.ppo.kl_controller import KLController
-from align.ppo.losses import entropy, kl_penalty, policy_loss, value_loss
+from align.ppo.losses import entropy, kl_loss_term, kl_penalty, policy_loss, value_loss
 from align.ppo.prompts import encode_prompt, prompt_batch, read_prompts
 from rollouts.base import RolloutEngine, Sampling
 
@@ -57,19 +59,22 @@ def make_engine(config: PPOConfig) -> RolloutEngine:
     return build_engine(engine_config, config.policy)
 
 
-def engine_weights(policy) -> Iterator[tuple[str, torch.Tensor]]:
-    """The policy's parameters under HF names; a PEFT LoRA policy is merged while they stream."""
+def engine_weights(policy, merged: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
+    """The policy's parameters under HF names; a PEFT LoRA policy is merged while they stream
+    (`merged=False`: its base weights, the reference)."""
     if not hasattr(policy, "merge_adapter"):
         yield from policy.named_parameters()
         return
-    policy.merge_adapter()
+    if merged:
+        policy.merge_adapter()
     try:
         for name, param in policy.named_parameters():
             if "lora_" in name:
                 continue
             yield name.removeprefix("base_model.model.").replace(".base_layer.", "."), param
     finally:
-        policy.unmerge_adapter()
+        if merged:
+            policy.unmerge_adapter()
 
 
 def rng_state() -> dict:
@@ -90,29 +95,47 @@ def cpu_copy(state: dict) -> dict:
 
 
 def train_on(
-    experience: Experience, policy, critic, optimizers, accelerator, config: PPOConfig
+    experience: Experience,
+    policy,
+    critic,
+    optimizers,
+    accelerator,
+    config: PPOConfig,
+    kl_coef: float,
+    on_policy_first_pass: bool = False,
 ) -> dict[str, float]:
-    """`ppo_epochs` passes of clipped minibatch updates; gradients accumulate over micro-batches."""
-    width = experience.response_mask.shape[1]
+    """`ppo_epochs` passes of clipped minibatch updates; gradients accumulate over micro-batches
+    (length-sorted, padding trimmed). `on_policy_first_pass`: the policy has not moved since the
+    rollouts, so the first pass's own log-probs are the old ones (written into `experience`)."""
     models = [m for m in (policy, critic) if m is not None]
     stats: dict[str, list[float]] = {}
-    for _ in range(config.ppo_epochs):
+    for epoch in range(config.ppo_epochs):
         order = torch.randperm(len(experience.input_ids))
         for start in range(0, len(order), config.minibatch_size):
-            minibatch = order[start : start + config.minibatch_size]
-            micro_batches = minibatch.split(config.micro_batch_size)
+            minibatch = order[start : start + config.minibatch_size].to(experience.input_ids.device)
+            micro_batches = [
+                minibatch[chunk]
+                for chunk in length_sorted_chunks(
+                    experience.attention_mask[minibatch], config.micro_batch_size
+                )
+            ]
             for k, micro in enumerate(micro_batches):
-                sub = experience.select(micro.to(experience.input_ids.device))
+                sub = experience.select(micro)
+                width = sub.response_mask.shape[1]
                 weight = len(micro) / len(minibatch)
                 last = k == len(micro_batches) - 1
                 with contextlib.ExitStack() as stack:
                     if not last:
                         for model in models:
                             stack.enter_context(accelerator.no_sync(model))
+                    stack.enter_context(accelerator.autocast())
                     logits = response_logits(
                         policy, sub.input_ids, sub.attention_mask, width, config.temperature
                     )
                     logprobs = token_logprobs(logits, sub.input_ids[:, -width:])
+                    if on_policy_first_pass and epoch == 0:
+                        sub.old_logprobs = logprobs.detach() * sub.response_mask
+                        experience.old_logprobs[micro, :width] = sub.old_logprobs
                     loss, info = policy_loss(
                         logprobs, sub.old_logprobs, sub.advantages, sub.response_mask, config.clip_range
                     )
@@ -120,6 +143,10 @@ def train_on(
                     info.update(policy_loss=loss.detach(), entropy=ent.detach())
                     if config.entropy_coef:
                         loss = loss - config.entropy_coef * ent
+                    if config.kl_penalty == "loss":
+                        kl_term = masked_mean(kl_loss_term(logprobs, sub.ref_logprobs), sub.response_mask)
+                        info["kl_loss"] = kl_term.detach()
+                        loss = loss + kl_coef * kl_term
                     if critic is not None:
                         values = response_values(critic, sub.input_ids, sub.attention_mask, width)
                         vloss = value_loss(
@@ -139,9 +166,18 @@ def train_on(
     return {key: sum(values) / len(values) for key, values in stats.items()}
 
 
+def single_on_policy_step(config: PPOConfig, rollouts: int) -> bool:
+    """Whether an iteration's update is one optimizer step whose log-probs need no old ones first:
+    one epoch, one minibatch, and a KL that is not folded into the rewards (which need the policy's
+    log-probs before the advantages exist)."""
+    return config.kl_penalty == "loss" and config.ppo_epochs == 1 and config.minibatch_size >= rollouts
+
+
 def compute_advantages(experience: Experience, kl_coef: float, config: PPOConfig) -> None:
     mask = experience.response_mask
-    token_rewards = -kl_coef * kl_penalty(experience.old_logprobs, experience.ref_logprobs) * mask
+    token_rewards = torch.zeros_like(mask)
+    if config.kl_penalty == "reward":
+        token_rewards = -kl_coef * kl_penalty(experience.old_logprobs, experience.ref_logprobs) * mask
     scores = experience.scores
     if config.whiten_rewards:
         scores = (scores - scores.mean()) / (scores.std() + 1e-8)
@@ -203,7 +239,9 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     trackers = [t for t in config.report_to if t != "none"]
-    accelerator = make_accelerator(log_with=trackers or None, project_dir=str(out))
+    accelerator = make_accelerator(
+        log_with=trackers or None, project_dir=str(out), mixed_precision=mixed_precision(config.precision)
+    )
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
@@ -224,7 +262,10 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
         policy = get_peft_model(
             policy, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear")
         )
-    reference = load_model(config.reference or config.policy).to(device).eval().requires_grad_(False)
+    # A LoRA policy's reference is its own base weights (adapter off): no second copy in memory.
+    reference = None
+    if not (config.lora_r and config.reference is None):
+        reference = load_model(config.reference or config.policy).to(device).eval().requires_grad_(False)
     reward = RewardSource(
         config.reward_model, config.reward_rule, tokenizer, device, config.reward_rule_weight
     )
@@ -307,7 +348,8 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
                 Sampling(**sampling, seed=config.seed * 1_000_003 + iteration * world + rank),
             )
             t1 = time.perf_counter()
-            experience, mismatch = make_experience(
+            on_policy = single_on_policy_step(config, len(rollouts))
+            experience = make_experience(
                 rollouts,
                 [records[mine[r.prompt_index]] for r in rollouts],
                 policy,
@@ -318,16 +360,21 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
                 config.temperature,
                 config.micro_batch_size,
                 device,
+                autocast=accelerator.autocast,
+                old_logprobs=not on_policy,
             )
-            mask = experience.response_mask
-            kl = (kl_penalty(experience.old_logprobs, experience.ref_logprobs) * mask).sum(1).mean().item()
             compute_advantages(experience, controller.value, config)
             t2 = time.perf_counter()
             policy.train()
             if critic is not None:
                 critic.train()
-            train_stats = train_on(experience, policy, critic, optimizers, accelerator, config)
+            train_stats = train_on(
+                experience, policy, critic, optimizers, accelerator, config, controller.value, on_policy
+            )
             t3 = time.perf_counter()
+            mask = experience.response_mask
+            kl = (kl_penalty(experience.old_logprobs, experience.ref_logprobs) * mask).sum(1).mean().item()
+            mismatch = logprob_mismatch(rollouts, experience.old_logprobs)
             engine.load_weights(engine_weights(unwrapped))
             t4 = time.perf_counter()
             total = t4 - t0
@@ -368,7 +415,14 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
                 save_checkpoint(checkpoints, done, controller.value, policy, critic, optimizers, accelerator)
         if config.eval_prompts is not None and accelerator.is_main_process:
             write_quality(
-                config, engine, tokenizer, reward, reference, eval_records, out / QUALITY, final_quality
+                config,
+                engine,
+                tokenizer,
+                reward,
+                reference.named_parameters() if reference is not None else engine_weights(unwrapped, False),
+                eval_records,
+                out / QUALITY,
+                final_quality,
             )
     finally:
         if owned:
@@ -419,7 +473,7 @@ def write_quality(
     engine,
     tokenizer,
     reward,
-    reference,
+    reference_weights: Iterable[tuple[str, torch.Tensor]],
     records: list[dict],
     path: Path,
     policy: dict | None = None,
@@ -427,7 +481,7 @@ def write_quality(
     """Fresh samples of the final policy (unless `policy` already holds them), then of the reference."""
     if policy is None:  # the engine holds the last sync
         policy = held_out_quality(config, engine, tokenizer, reward, records)
-    engine.load_weights(reference.named_parameters())
+    engine.load_weights(reference_weights)
     before = held_out_quality(config, engine, tokenizer, reward, records)
     result = {"reference": before, "policy": policy, "prompts": len(records), **quality_sampling(config)}
     path.write_text(json.dumps(result, indent=2), encoding="utf-8")

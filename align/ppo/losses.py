@@ -48,3 +48,10 @@ def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """Per-token KL estimate log π(a|s) - log π_ref(a|s) (k1) of the sampled tokens."""
     return logprobs - ref_logprobs
+
+
+def kl_loss_term(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of KL(π‖π_ref), π_ref/π - log(π_ref/π) - 1: never negative, with a
+    gradient; the KL term GRPO (Shao et al. 2024) adds to the loss instead of the reward."""
+    log_ratio = ref_logprobs - logprobs
+    return log_ratio.exp() - log_ratio - 1
