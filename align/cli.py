@@ -170,6 +170,14 @@ def section_name(path: list[str]) -> str:
     return "-".join(path)
 
 
+def stage_parts(stage: str) -> tuple[list[str], str]:
+    """A pipeline stage's command path and recipe section: `label export` -> (["label", "export"],
+    "label-export"); a named run of a command, `ppo@rlhf` -> (["ppo"], "ppo@rlhf")."""
+    command, _, name = stage.partition("@")
+    path = command.split()
+    return path, section_name(path) + (f"@{name.strip()}" if name.strip() else "")
+
+
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     pass
 
@@ -186,6 +194,12 @@ def _add_config_options(parser: argparse.ArgumentParser, command: Command) -> No
     if "run_dir" not in {f.name for f in dataclasses.fields(cls)}:
         parser.add_argument(
             "--run_dir", metavar="DIR", help="replaces the recipe's run_dir in its ${run_dir} substitutions"
+        )
+        parser.add_argument(
+            "--section",
+            metavar="NAME",
+            help="the multi-stage recipe's section to read (default: the command's own, e.g. `ppo`); "
+            "a second run of one command has its own, e.g. `ppo@rlhf`",
         )
     parser.add_argument(
         "--check_config",
@@ -244,9 +258,14 @@ def build_parser(command: Command, path: list[str]) -> argparse.ArgumentParser:
 
 
 def load_command_config(
-    path: list[str], config_path: str | None, overrides: dict[str, Any], run_dir: str | None = None
+    path: list[str],
+    config_path: str | None,
+    overrides: dict[str, Any],
+    run_dir: str | None = None,
+    section: str | None = None,
 ) -> Any:
-    """The validated config of the command at `path`, from a recipe file and overrides."""
+    """The validated config of the command at `path`, from a recipe file (its `section`, by default
+    the command's own) and overrides."""
     cls = resolve(find_command(path).config)
     if config_path is not None and "recipe" in {f.name for f in dataclasses.fields(cls)}:
         # A command that reads a whole recipe (the pipeline) is given the --config file itself.
@@ -254,7 +273,7 @@ def load_command_config(
     if run_dir is not None and "run_dir" in {f.name for f in dataclasses.fields(cls)}:
         # A command with its own run_dir field (the pipeline) takes --run_dir as that field too.
         overrides = {"run_dir": run_dir, **overrides}
-    return load_config(cls, config_path, overrides, section=section_name(path), run_dir=run_dir)
+    return load_config(cls, config_path, overrides, section=section or section_name(path), run_dir=run_dir)
 
 
 def parse_command_line(argv: list[str]) -> tuple[list[str], Any, argparse.Namespace]:
@@ -264,10 +283,10 @@ def parse_command_line(argv: list[str]) -> tuple[list[str], Any, argparse.Namesp
     args, unknown = build_parser(command, path).parse_known_args(rest)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown option; see align {' '.join(path)} --help")
-    reserved = ("config", "log_level", "run_dir", "check_config")
+    reserved = ("config", "log_level", "run_dir", "section", "check_config")
     overrides = {k.lstrip("_"): v for k, v in vars(args).items() if k not in reserved and v is not None}
-    run_dir = getattr(args, "run_dir", None)
-    return path, load_command_config(path, args.config, overrides, run_dir), args
+    run_dir, section = getattr(args, "run_dir", None), getattr(args, "section", None)
+    return path, load_command_config(path, args.config, overrides, run_dir, section), args
 
 
 def find_command(path: list[str], allow_group: bool = False) -> Command:

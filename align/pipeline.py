@@ -2,7 +2,8 @@
 
 A multi-stage recipe has a `pipeline: {stages: [...]}` section listing command paths
 (`corpus train-quality`, `sft`, `label export`, ...) and one section per command, named by the
-path joined with '-' (`corpus-train-quality`, `label-export`). Each stage runs in a fresh process
+path joined with '-' (`corpus-train-quality`, `label-export`); a command that runs twice names its
+runs (`ppo@rlvr`, `ppo@rlhf`, each with its own section). Each stage runs in a fresh process
 (`python -m align.cli ...`), so a stage's memory, vLLM engine or server dies with it. A finished
 stage leaves a marker under `<run_dir>/.pipeline/` with a digest of its config section. Re-running
 the pipeline skips a finished stage unless its section changed since, an earlier stage ran again
@@ -28,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from align.checkpoint import CHECKPOINTS_DIR
-from align.cli import section_name
+from align.cli import stage_parts
 from align.config import check_exists, read_recipe, substitute
 from align.errors import ConfigError, InputError
 
@@ -72,8 +73,9 @@ def planned_stages(config: PipelineConfig) -> tuple[dict, list[str]]:
     recipe = substitute(dict(recipe, run_dir=str(run_dir)), str(run_dir))
     stages = [str(s) for s in listed]
     for stage in stages:
-        if section_name(stage.split()) not in recipe:
-            raise ConfigError(f"pipeline.stages: {stage!r} has no '{section_name(stage.split())}' section")
+        section = stage_parts(stage)[1]
+        if section not in recipe:
+            raise ConfigError(f"pipeline.stages: {stage!r} has no '{section}' section")
     if config.only:
         unknown = [s for s in config.only if s not in stages]
         if unknown:
@@ -94,7 +96,7 @@ def run_pipeline(config: PipelineConfig) -> Path:
     resolved.write_text(yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True), encoding="utf-8")
     earlier_ran = False
     for number, stage in enumerate(stages, 1):
-        marker = markers / (section_name(stage.split()) + ".done")
+        marker = markers / (stage_parts(stage)[1] + ".done")
         digest = section_digest(recipe, stage)
         reason = rerun_reason(marker, digest, config.force, earlier_ran)
         if reason is None:
@@ -120,9 +122,10 @@ def run_pipeline(config: PipelineConfig) -> Path:
 
 def discard_checkpoints(recipe: dict, stage: str) -> None:
     """Remove a finished training stage's checkpoints before it runs again from the start."""
-    if stage.split()[0] not in TRAINING_STAGES:
+    path, section = stage_parts(stage)
+    if path[0] not in TRAINING_STAGES:
         return
-    output_dir = recipe[section_name(stage.split())].get("output_dir")
+    output_dir = recipe[section].get("output_dir")
     checkpoints = Path(output_dir) / CHECKPOINTS_DIR if output_dir else None
     if checkpoints is not None and checkpoints.is_dir():
         log.info("%s: starting over; removing the earlier run's checkpoints in %s", stage, checkpoints)
@@ -131,7 +134,7 @@ def discard_checkpoints(recipe: dict, stage: str) -> None:
 
 def section_digest(recipe: dict, stage: str) -> str:
     """A short hash of a stage's resolved config section."""
-    section = json.dumps(recipe[section_name(stage.split())], sort_keys=True, default=str)
+    section = json.dumps(recipe[stage_parts(stage)[1]], sort_keys=True, default=str)
     return hashlib.sha256(section.encode()).hexdigest()[:16]
 
 
@@ -155,7 +158,8 @@ def rerun_reason(marker: Path, digest: str, force: bool, earlier_ran: bool) -> s
 
 def stage_command(stage: str, recipe: Path, accelerate_config: Path | None) -> list[str]:
     """The process that runs one stage of a recipe."""
-    words = stage.split()
+    words, section = stage_parts(stage)
+    command = ["-m", "align.cli", *words, "--config", str(recipe), "--section", section]
     if accelerate_config is not None and words[0] in TRAINING_STAGES:
         launcher = [
             sys.executable,
@@ -164,5 +168,5 @@ def stage_command(stage: str, recipe: Path, accelerate_config: Path | None) -> l
             "--config_file",
             str(accelerate_config),
         ]
-        return [*launcher, "-m", "align.cli", *words, "--config", str(recipe)]
-    return [sys.executable, "-m", "align.cli", *words, "--config", str(recipe)]
+        return [*launcher, *command]
+    return [sys.executable, *command]
