@@ -32,6 +32,8 @@ class LabelAddConfig(LabelStoreConfig):
     {"text", "model", "checkpoint"}, ...]} per line (two or more responses)."""
     prompts: Path | None = None
     """Generate candidates for the prompts in this JSONL (one {"prompt": ...} per line)."""
+    prompt_limit: int = 0
+    """Sample candidates for only the first this many of `prompts` (0: all of them)."""
     checkpoints: list[str] = field(default_factory=list)
     """One or two model directories to sample candidates from (with `prompts`); with two, each
     comparison pits one sample of each against the other."""
@@ -68,6 +70,7 @@ class LabelAddConfig(LabelStoreConfig):
         check_positive("max_new_tokens", self.max_new_tokens)
         check_range("temperature", self.temperature, 0.0)
         check_positive("overlap", self.overlap)
+        check_range("prompt_limit", self.prompt_limit, 0)
 
 
 @dataclass

@@ -76,6 +76,8 @@ def generate_comparisons(config: LabelAddConfig) -> list[tuple[list[dict[str, st
     prompts = [
         check_messages(row["prompt"], f"{config.prompts}:{n}") for n, row in read_jsonl(config.prompts)
     ]
+    if config.prompt_limit:
+        prompts = prompts[: config.prompt_limit]
     candidates: list[list[dict[str, Any]]] = [[] for _ in prompts]
     sampling = Sampling(
         max_new_tokens=config.max_new_tokens, temperature=config.temperature, n=config.k, seed=config.seed

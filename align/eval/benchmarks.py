@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -385,21 +386,33 @@ def read_mbpp(path: Path) -> list[Subtask]:
     return [Subtask("mbpp", {"test": [r for r in test if r["task_id"] > 10] or test, "prompt": prompt})]
 
 
-def read_demo(path: Path) -> list[Subtask]:
-    """The demo's own tasks (`data/tasks/prompts_eval.jsonl`: chat prompts), as ChatML text; the
-    reply is scored by `rewards.rules.is_correct` (right sum, count or comparison; refusal when harmful)."""
-    from rewards.rules import task_of
+def read_chat_tasks(path: Path, name: str = "demo") -> list[Subtask]:
+    """Chat prompts the rule judge can score (`{"prompt": [messages]}` per line: the demo's tasks in
+    `data/tasks/prompts_eval.jsonl`, or the instructions with constraints in
+    `data/tasks/instructions/`), as ChatML text; the reply is scored by `rewards.rules.is_correct`
+    (right sum, count or comparison, refusal when harmful; every constraint followed)."""
+    from rewards.rules import judgeable
 
     rows = []
     for line, doc in _read_jsonl(path):
         messages = doc.get("prompt")
         if not isinstance(messages, list):
             raise InputError(f"{path}:{line}: expected a 'prompt' list of chat messages")
-        if task_of(messages) is None:
+        if not judgeable(messages):
             continue
         chat = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
         rows.append({"query": chat + "<|im_start|>assistant\n", "messages": messages})
-    return [Subtask("demo", {"test": rows})]
+    return [Subtask(name, {"test": rows})]
+
+
+def _rule_judged(max_gen_toks: int) -> dict[str, Any]:
+    return {
+        **_generative(["<|im_end|>"], max_gen_toks, []),
+        "doc_to_target": "query",
+        "num_fewshot": 0,
+        "process_results": Function("utils.rule_correct"),
+        "metric_list": [{"metric": "correct", "aggregation": "mean", "higher_is_better": True}],
+    }
 
 
 # --- lm-eval configs -----------------------------------------------------------------------------
@@ -497,18 +510,16 @@ BENCHMARKS: dict[str, Benchmark] = {
              "fewshot_config": {"sampler": "first_n", "doc_to_target": "target"}, "target_delimiter": ""},
             "pass@1",
         ),
+        Benchmark("demo", "Demo tasks", read_chat_tasks, _rule_judged(48), "correct"),
         Benchmark(
-            "demo", "Demo tasks", read_demo,
-            {**_generative(["<|im_end|>"], 48, []), "doc_to_target": "query", "num_fewshot": 0,
-             "process_results": Function("utils.demo_correct"),
-             "metric_list": [{"metric": "correct", "aggregation": "mean", "higher_is_better": True}]},
-            "correct",
+            "instructions", "Instructions (all constraints followed)",
+            partial(read_chat_tasks, name="instructions"), _rule_judged(160), "correct",
         ),
     )
 }  # fmt: skip
 
 _UTILS = '''"""Written by align eval: functions the task YAMLs in this folder refer to."""
-from align.eval.task_utils import demo_correct, pass_at_1, prefers_stereotype  # noqa: F401
+from align.eval.task_utils import pass_at_1, prefers_stereotype, rule_correct  # noqa: F401
 '''
 
 

@@ -23,6 +23,7 @@ BENCHMARK_NAMES = [
     "humaneval",
     "mbpp",
     "demo",
+    "instructions",
 ]
 
 
@@ -37,7 +38,7 @@ class EvalConfig:
     benchmarks: dict[str, str]
     """Benchmark -> its local files in the published format (a folder or a file; `builtin` for
     HumanEval's 164 shipped problems). Benchmarks: mmlu, ceval, agieval, gaokao, race, truthfulqa,
-    crows_pairs, gsm8k, triviaqa, nq, humaneval, mbpp, demo."""
+    crows_pairs, gsm8k, triviaqa, nq, humaneval, mbpp, demo, instructions."""
     output_dir: Path = Path("runs/eval")
     """Where results.json, the rendered lm-eval tasks, tables and charts are written."""
     backend: Literal["vllm", "hf"] = "vllm"

@@ -21,8 +21,9 @@ def prefers_stereotype(doc: dict[str, Any], results: list[tuple[float, bool]]) -
     return {"pct_stereotype": float(more > less)}
 
 
-def demo_correct(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
-    """The demo's tasks: 1 when the reply is right (or refuses a harmful request), by `rewards.rules`."""
+def rule_correct(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
+    """1 when `rewards.rules` accepts the reply: right (or a refusal of a harmful request) for the
+    demo's tasks, every constraint followed for an instruction."""
     from rewards.rules import is_correct
 
     return {"correct": float(bool(is_correct(doc["messages"], results[0])))}
