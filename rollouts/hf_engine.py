@@ -36,6 +36,8 @@ class HFEngine:
         if isinstance(model, str | Path):
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(model))
             model = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
+            # A model it loads itself goes where the trainer's would: the GPU when there is one.
+            model.to("cuda" if torch.cuda.is_available() else "cpu")
         if tokenizer is None:
             raise ValueError("HFEngine: pass the tokenizer along with a loaded model")
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size

@@ -123,3 +123,25 @@ def test_check_config_prints_the_resolved_config_and_runs_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"output_dir: {tmp_path / 'run'}/base" in result.stdout
     assert not (tmp_path / "run").exists()
+
+
+def test_section_picks_a_named_run_of_a_command(tmp_path):
+    from align.cli import stage_parts
+    from align.pipeline import stage_command
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"run_dir: {tmp_path}\npipeline: {{stages: [import-base, import-base@second]}}\n"
+        f"import-base: {{gguf_file: {gguf}, output_dir: first}}\n"
+        f"import-base@second: {{gguf_file: {gguf}, output_dir: second}}\n"
+    )
+    result = align(
+        "import-base", "--config", str(recipe), "--section", "import-base@second", "--check_config"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "output_dir: second" in result.stdout
+    assert stage_parts("ppo@rlhf") == (["ppo"], "ppo@rlhf")
+    assert stage_parts("label export") == (["label", "export"], "label-export")
+    assert stage_command("ppo@rlhf", recipe, None)[-4:] == ["--config", str(recipe), "--section", "ppo@rlhf"]
