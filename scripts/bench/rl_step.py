@@ -74,6 +74,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--num_threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "float32", "bf16"],
+        help="ours and TRL's forward passes: bf16 autocast (auto: where the hardware has it) or float32",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny random model and sizes, for the tests")
     args = parser.parse_args()
     for key, value in {**DEFAULTS, **(SMOKE if args.smoke else {})}.items():
@@ -120,6 +126,7 @@ def run_ours(args: argparse.Namespace, out: Path) -> tuple[dict[str, float], flo
         reward_rule=args.rule,
         advantage="grpo",
         kl_penalty="loss",  # β·k3 in the loss, as TRL's GRPO
+        precision=args.precision,
         engine="vllm",
         iterations=2,
         prompts_per_iteration=args.prompts_per_iteration,
@@ -197,7 +204,7 @@ def run_trl(args: argparse.Namespace, out: Path) -> float:
         logging_strategy="no",
         disable_tqdm=True,
         seed=args.seed,
-        bf16=mixed_precision("auto") == "bf16",  # bf16 autocast where ours uses it, fp32 elsewhere
+        bf16=mixed_precision(args.precision) == "bf16",  # as ours
         gradient_checkpointing=False,  # TRL's default; ours does not recompute activations
         learning_rate=args.learning_rate,
         lr_scheduler_type="constant",
