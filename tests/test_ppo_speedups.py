@@ -15,7 +15,6 @@ from align.ppo.experience import (
     RewardSource,
     length_sorted_chunks,
     make_experience,
-    response_logits,
     token_logprobs,
 )
 from align.ppo.losses import kl_loss_term
@@ -80,7 +79,11 @@ def test_trimmed_length_sorted_scoring_equals_one_padded_batch(tiny_model_dir: P
     )
     ids, attn, resp = pad_rollouts(ROLLOUTS, pad_id=0)
     with torch.no_grad():
-        whole = token_logprobs(response_logits(model, ids, attn, 6, 1.0), ids[:, -6:]) * resp
+        # One padded batch, the LM head over every position (no `logits_to_keep`).
+        logits = model(
+            input_ids=ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0)
+        ).logits
+        whole = token_logprobs(logits[:, -7:-1], ids[:, -6:]) * resp
     torch.testing.assert_close(experience.old_logprobs, whole, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(experience.ref_logprobs, whole, atol=1e-5, rtol=1e-5)
 

@@ -94,13 +94,32 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 def response_logits(
     model, input_ids, attention_mask, response_width: int, temperature: float
 ) -> torch.Tensor:
-    """Logits / T predicting each response token, [B, R, V]: as the engine samples them."""
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask))
-    return out.logits[:, -response_width - 1 : -1].float() / temperature
+    """Logits / T predicting each response token, [B, R, V]: as the engine samples them. The LM head
+    runs on those positions only (`logits_to_keep`), not on the prompt's."""
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids(attention_mask),
+        logits_to_keep=response_width + 1,
+    )
+    logits = out.logits[:, :-1].float()
+    return logits / temperature if temperature != 1.0 else logits
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def log_probs_and_entropy(
+    logits: torch.Tensor, tokens: torch.Tensor, entropy_grad: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of `tokens` [B, R] and the per-token entropy [B, R], from one log-softmax over the
+    vocabulary; the entropy keeps no graph unless `entropy_grad` (it is a bonus in the loss)."""
+    logp = torch.log_softmax(logits, dim=-1)
+    chosen = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    with contextlib.nullcontext() if entropy_grad else torch.no_grad():
+        entropy = -(logp.exp() * logp).sum(-1)
+    return chosen, entropy
 
 
 def response_values(critic, input_ids, attention_mask, response_width: int) -> torch.Tensor:

@@ -28,14 +28,14 @@ from align.ppo.experience import (
     Experience,
     RewardSource,
     length_sorted_chunks,
+    log_probs_and_entropy,
     logprob_mismatch,
     make_experience,
     response_logits,
     response_values,
-    token_logprobs,
 )
 from align.ppo.kl_controller import KLController
-from align.ppo.losses import entropy, kl_loss_term, kl_penalty, policy_loss, value_loss
+from align.ppo.losses import kl_loss_term, kl_penalty, policy_loss, value_loss
 from align.ppo.prompts import encode_prompt, prompt_batch, read_prompts
 from rollouts.base import RolloutEngine, Sampling
 
@@ -132,14 +132,16 @@ def train_on(
                     logits = response_logits(
                         policy, sub.input_ids, sub.attention_mask, width, config.temperature
                     )
-                    logprobs = token_logprobs(logits, sub.input_ids[:, -width:])
+                    logprobs, token_entropy = log_probs_and_entropy(
+                        logits, sub.input_ids[:, -width:], entropy_grad=bool(config.entropy_coef)
+                    )
                     if on_policy_first_pass and epoch == 0:
                         sub.old_logprobs = logprobs.detach() * sub.response_mask
                         experience.old_logprobs[micro, :width] = sub.old_logprobs
                     loss, info = policy_loss(
                         logprobs, sub.old_logprobs, sub.advantages, sub.response_mask, config.clip_range
                     )
-                    ent = entropy(logits, sub.response_mask)
+                    ent = masked_mean(token_entropy, sub.response_mask)
                     info.update(policy_loss=loss.detach(), entropy=ent.detach())
                     if config.entropy_coef:
                         loss = loss - config.entropy_coef * ent

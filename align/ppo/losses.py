@@ -1,4 +1,5 @@
-"""All PPO losses in one file: clipped surrogate, clipped value loss, entropy bonus, approximate KL."""
+"""All PPO losses in one file: clipped surrogate, clipped value loss, KL terms (the entropy bonus's
+per-token entropy comes with the log-probs, `experience.log_probs_and_entropy`)."""
 
 from __future__ import annotations
 
@@ -37,12 +38,6 @@ def value_loss(
     """½·max((V - R)², (clip(V, V_old ± ε) - R)²): the critic may not move far from its old values."""
     clipped = old_values + (values - old_values).clamp(-clip_range, clip_range)
     return 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped - returns) ** 2), mask)
-
-
-def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean per-token entropy of the policy's (temperature-scaled) distribution."""
-    logp = torch.log_softmax(logits, dim=-1)
-    return masked_mean(-(logp.exp() * logp).sum(-1), mask)
 
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
