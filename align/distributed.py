@@ -6,6 +6,8 @@ the multi-GPU launcher; on a machine without GPUs they must still be told to use
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 
@@ -15,6 +17,19 @@ def make_accelerator(**kwargs: Any):
     from accelerate import Accelerator
 
     return Accelerator(cpu=not torch.cuda.is_available(), **kwargs)
+
+
+def autocast_context(precision: str, device_type: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """What forward passes run in for a `precision` setting: bf16 autocast, or nothing.
+
+    Our own context, not Accelerate's `mixed_precision`: that one is process-wide state, fixed by the
+    first `Accelerator` of a process, so a notebook or a test session that made one in float32 could
+    not run a bf16 stage after it.
+    """
+    import torch
+
+    enabled = mixed_precision(precision) == "bf16"
+    return lambda: torch.autocast(device_type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def mixed_precision(precision: str) -> str:

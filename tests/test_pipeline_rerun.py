@@ -74,6 +74,7 @@ def test_a_redone_training_stage_starts_over_instead_of_resuming_its_finished_ru
         "save_every": 1,
         "report_to": ["none"],
         "num_threads": 1,
+        "kl_coef": 0.05,
     }
     recipe = {"run_dir": str(tmp_path / "run"), "pipeline": {"stages": ["ppo"]}, "ppo": ppo}
     path = tmp_path / "recipe.yaml"

@@ -23,6 +23,7 @@ SETTINGS = dict(
     engine="hf",
     iterations=4,
     prompts_per_iteration=4,
+    samples_per_prompt=1,
     max_new_tokens=6,
     max_prompt_tokens=96,
     minibatch_size=4,

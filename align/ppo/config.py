@@ -133,7 +133,7 @@ class PPOConfig:
     use 1: OpenMP threads spinning on busy cores slow a small model down by an order of magnitude."""
     precision: Literal["auto", "float32", "bf16"] = "auto"
     """Forward passes of the trainer (policy, reference, critic, RM) in bf16 autocast, weights and
-    optimizer in float32 (Accelerate's mixed precision). `auto`: bf16 where the hardware multiplies
+    optimizer in float32. `auto`: bf16 where the hardware multiplies
     bf16 natively (CUDA, or a CPU with AVX512-BF16/AMX: 2.8x a float32 step of SmolLM2-135M on this
     2-core machine), else float32."""
     vllm_kvcache_gib: int = 1

@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from align.checkpoint import CHECKPOINTS_DIR, CheckpointManager
-from align.distributed import finish_trackers, make_accelerator, mixed_precision
+from align.distributed import autocast_context, finish_trackers, make_accelerator
 from align.models import load_model, load_tokenizer
 from align.ppo.advantages import ESTIMATORS, masked_mean, whiten
 from align.ppo.config import PPOConfig
@@ -103,6 +103,7 @@ def train_on(
     config: PPOConfig,
     kl_coef: float,
     on_policy_first_pass: bool = False,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> dict[str, float]:
     """`ppo_epochs` passes of clipped minibatch updates; gradients accumulate over micro-batches
     (length-sorted, padding trimmed). `on_policy_first_pass`: the policy has not moved since the
@@ -128,7 +129,7 @@ def train_on(
                     if not last:
                         for model in models:
                             stack.enter_context(accelerator.no_sync(model))
-                    stack.enter_context(accelerator.autocast())
+                    stack.enter_context(autocast())
                     logits = response_logits(
                         policy, sub.input_ids, sub.attention_mask, width, config.temperature
                     )
@@ -241,10 +242,9 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     trackers = [t for t in config.report_to if t != "none"]
-    accelerator = make_accelerator(
-        log_with=trackers or None, project_dir=str(out), mixed_precision=mixed_precision(config.precision)
-    )
+    accelerator = make_accelerator(log_with=trackers or None, project_dir=str(out))
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    autocast = autocast_context(config.precision, device.type)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     random.seed(config.seed)
@@ -362,7 +362,7 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
                 config.temperature,
                 config.micro_batch_size,
                 device,
-                autocast=accelerator.autocast,
+                autocast=autocast,
                 old_logprobs=not on_policy,
             )
             compute_advantages(experience, controller.value, config)
@@ -371,7 +371,15 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
             if critic is not None:
                 critic.train()
             train_stats = train_on(
-                experience, policy, critic, optimizers, accelerator, config, controller.value, on_policy
+                experience,
+                policy,
+                critic,
+                optimizers,
+                accelerator,
+                config,
+                controller.value,
+                on_policy,
+                autocast,
             )
             t3 = time.perf_counter()
             mask = experience.response_mask

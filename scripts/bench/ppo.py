@@ -68,6 +68,7 @@ def main() -> None:
             engine=args.engine,
             iterations=args.iterations,
             prompts_per_iteration=args.prompts_per_iteration,
+            samples_per_prompt=1,
             max_new_tokens=64,
             minibatch_size=32,
             micro_batch_size=32,
