@@ -1,4 +1,5 @@
-"""Read training records (JSONL or Parquet) row by row, reporting bad rows by file and line.
+"""Read training records (JSONL or Parquet) row by row, reporting bad rows by file and line; write
+the bundled data's JSONL.
 
 The rule, shared by SFT and the reward model: a row that fails its stage's check is skipped and
 logged as `FILE:LINE: what is wrong`; if more than `max_bad_fraction` of the rows are bad, or no
@@ -11,7 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,12 @@ def load_splits(
     if len(held) >= len(train):
         raise InputError(f"{train_file}: {len(train)} rows are too few to hold out {eval_fraction:.0%}")
     return [r for i, r in enumerate(train) if i not in held], [train[i] for i in sorted(held)]
+
+
+def write_jsonl_files(files: dict[str, Iterable[dict[str, Any]]], out: Path) -> None:
+    """Write each `name: rows` as `out/name`, UTF-8 JSONL, one object a line, non-ASCII text as is."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in files.items():
+        with open(out / name, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -27,11 +27,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
-import json
 import random
 from collections import Counter
 from pathlib import Path
 
+from align.records import write_jsonl_files
 from rewards.constraints import (
     CONSTRAINT_TYPES,
     HELD_OUT_TYPES,
@@ -274,15 +274,6 @@ def generate(seed: int = 0) -> dict[str, list[dict]]:
     return files
 
 
-def write(files: dict[str, list[dict]], out: Path) -> None:
-    """Write each file as UTF-8 JSONL, one object a line."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name, rows in files.items():
-        with open(out / name, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -291,7 +282,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     files = generate(args.seed)
-    write(files, args.out)
+    write_jsonl_files(files, args.out)
     print(" ".join(f"{name}={len(rows)}" for name, rows in files.items()))
 
 
