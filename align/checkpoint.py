@@ -167,3 +167,14 @@ class CheckpointManager:
 def read_meta(checkpoint: str | Path) -> dict:
     """The metadata (step and whatever the caller stored) of a complete checkpoint."""
     return json.loads((Path(checkpoint) / META).read_text(encoding="utf-8"))
+
+
+def save_pretrained_atomically(path: Path, model, tokenizer) -> None:
+    """`save_pretrained` of a model and its tokenizer under a temporary name, renamed over `path`
+    when complete: a reader never sees half a model directory."""
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)

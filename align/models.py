@@ -8,7 +8,6 @@ or read from local directories.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +216,8 @@ def import_base(config: ImportBaseConfig) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from align.checkpoint import save_pretrained_atomically
+
     out = Path(config.output_dir)
     if out.exists() and not config.overwrite:
         log.info("%s exists; pass --overwrite true to import again", out)
@@ -233,11 +234,6 @@ def import_base(config: ImportBaseConfig) -> Path:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    save_pretrained_atomically(out, model, tokenizer)
     log.info("imported %s (%.1fM parameters) to %s", name, count_parameters(model) / 1e6, out)
     return out

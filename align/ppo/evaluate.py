@@ -33,7 +33,7 @@ def engine_quality(
     are right, or follow all their constraints), the same per task kind or constraint type in
     `correct_by_kind` (the mix of kinds hides a change in one), `length` (tokens) and,
     with a reward model in `reward`, `reward_mean` (its score alone, no rule added)."""
-    from rewards.rules import correct_by_kind, is_correct
+    from rewards.rules import correct_by_kind
 
     rollouts = engine.generate(
         [encode_prompt(tokenizer, r, max_prompt_tokens) for r in records],
@@ -49,10 +49,10 @@ def engine_quality(
     judged = []
     for rollout in rollouts:
         messages = prompt_messages(records[rollout.prompt_index])
-        verdict = is_correct(messages, rollout.text)
-        if verdict is not None:
-            judged.append(verdict)
-        for kind, correct in correct_by_kind(messages, rollout.text).items():
+        verdicts = correct_by_kind(messages, rollout.text)
+        if verdicts:  # right overall = right on every kind it asks (`rules.is_correct`)
+            judged.append(all(verdicts.values()))
+        for kind, correct in verdicts.items():
             by_kind.setdefault(kind, []).append(correct)
     result = {
         "correct": sum(judged) / max(1, len(judged)),

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from align.checkpoint import CHECKPOINTS_DIR, CheckpointManager, read_meta
+from align.checkpoint import CHECKPOINTS_DIR, CheckpointManager, read_meta, save_pretrained_atomically
 from align.config import to_dict
 from align.distributed import finish_trackers, make_accelerator
 from align.errors import ConfigError, InputError
@@ -226,7 +225,7 @@ def run_pretrain(config: PretrainConfig) -> Path:
     manager.close()
     final = config.final_path
     if accelerator.is_main_process:
-        _save_final(final, accelerator.unwrap_model(model), tokenizer)
+        save_pretrained_atomically(final, accelerator.unwrap_model(model), tokenizer)
     accelerator.wait_for_everyone()
     finish_trackers(accelerator)
     log.info("pretraining finished at step %d; model in %s", at.step, final)
@@ -375,12 +374,3 @@ def _rollback(config, accelerator, manager, model, optimizer, ledger, at, loss_v
     log.warning(message)
     manager.wait()
     accelerator.wait_for_everyone()
-
-
-def _save_final(final: Path, model, tokenizer) -> None:
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)

@@ -112,6 +112,7 @@ def step_prepare(args, sizes: Sizes, work: Path) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification
 
+    from align.checkpoint import save_pretrained_atomically
     from align.models import build_model, count_parameters, load_tokenizer, train_tokenizer
 
     texts = bench().documents(sizes.docs, seed=0)
@@ -156,10 +157,10 @@ def step_prepare(args, sizes: Sizes, work: Path) -> dict:
         model = build_model(sizes.chat_preset, chat_tokenizer, seed=0)
         if sizes.chat_vocab > len(chat_tokenizer):
             model.resize_token_embeddings(sizes.chat_vocab)
-        save_atomically(chat, model, chat_tokenizer)
+        save_pretrained_atomically(chat, model, chat_tokenizer)
     reward_model = AutoModelForSequenceClassification.from_pretrained(str(chat), num_labels=1)
     reward_model.config.pad_token_id = chat_tokenizer.pad_token_id
-    save_atomically(work / "chat_rm", reward_model, chat_tokenizer)
+    save_pretrained_atomically(work / "chat_rm", reward_model, chat_tokenizer)
     (work / "chat.json").write_text(json.dumps({"path": str(chat), "label": chat_label}), encoding="utf-8")
 
     device = {"cuda": torch.cuda.is_available(), "threads": torch.get_num_threads()}
@@ -556,15 +557,6 @@ def chat_model(work: Path) -> tuple[Path, str]:
     """(directory, description) of the chat model that `prepare` chose."""
     chat = json.loads((work.parent / "chat.json").read_text(encoding="utf-8"))
     return Path(chat["path"]), chat["label"]
-
-
-def save_atomically(path: Path, model, tokenizer) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
 
 
 # --- the driver: each step in a process of its own, with its own limit ---------------------------------

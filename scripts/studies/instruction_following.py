@@ -38,7 +38,7 @@ def pairs(values: list[str]) -> dict[str, str]:
 def sample_set(engine, tokenizer, records: list[dict], samples: int, max_new_tokens: int, seed: int) -> dict:
     """Per-prompt follow rates and per-type instruction-level verdicts of one checkpoint."""
     from align.ppo.prompts import encode_prompt, prompt_messages
-    from rewards.rules import correct_by_kind, is_correct
+    from rewards.rules import correct_by_kind
     from rollouts.base import Sampling
 
     rollouts = engine.generate(
@@ -55,8 +55,9 @@ def sample_set(engine, tokenizer, records: list[dict], samples: int, max_new_tok
     by_type: dict[str, list[bool]] = {}
     for rollout in rollouts:
         messages = prompt_messages(records[rollout.prompt_index])
-        per_prompt[rollout.prompt_index].append(bool(is_correct(messages, rollout.text)))
-        for kind, followed in correct_by_kind(messages, rollout.text).items():
+        verdicts = correct_by_kind(messages, rollout.text)
+        per_prompt[rollout.prompt_index].append(all(verdicts.values()) if verdicts else False)
+        for kind, followed in verdicts.items():
             by_type.setdefault(kind, []).append(followed)
     rates = [sum(p) / len(p) for p in per_prompt]
     return {
