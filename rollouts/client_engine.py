@@ -35,7 +35,7 @@ class ClientEngine:
         from openai import OpenAI
 
         self.base_url, self.model, self.max_concurrency = base_url.rstrip("/"), model, max_concurrency
-        self.api_key, self._transfer_ready = api_key, False
+        self.api_key, self._weight_dir_path = api_key, None
         limits = httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency)
         self.client = OpenAI(
             base_url=self.base_url + "/v1",
@@ -90,34 +90,23 @@ class ClientEngine:
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Push new weights through vLLM's weight-transfer API (the server's `cpu_shm` backend).
 
-        The tensors go to a safetensors file in shared memory; the server pauses, loads it with
-        a layerwise reload, drops its prefix cache and resumes.
+        The tensors go to a safetensors file in the server's own transfer directory (shared
+        memory); the server pauses, loads it with a layerwise reload, drops its prefix cache and
+        resumes. Each tensor is copied as it arrives: a LoRA policy streams merged views that are
+        unmerged in place once the stream ends.
         """
         import os
         import tempfile
-        import urllib.error
 
         from safetensors.torch import save_file
 
         from rollouts.server import post_json
 
-        try:
-            if not self._transfer_ready:
-                post_json(self.base_url + "/init_weight_transfer_engine", {"init_info": {}}, self.api_key)
-                self._transfer_ready = True
-        except urllib.error.HTTPError as err:
-            raise WeightUpdateUnsupported(
-                f"{self.base_url}: the server takes no weights over vLLM's weight-transfer API "
-                f"(HTTP {err.code} from /init_weight_transfer_engine). vLLM ships only CUDA backends "
-                "(nccl, ipc); start the server with weight updates on (`align serve --weight_updates "
-                "true`: VLLM_SERVER_DEV_MODE=1 and the cpu_shm backend of rollouts.weight_transfer), "
-                "or use the in-process engine (rollouts.vllm_engine.VLLMEngine)"
-            ) from None
-        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        fd, path = tempfile.mkstemp(suffix=".safetensors", prefix="align-weights-", dir=shm)
+        weight_dir = self._weight_dir()
+        fd, path = tempfile.mkstemp(suffix=".safetensors", prefix="update-", dir=weight_dir)
         os.close(fd)
         try:
-            save_file({name: t.detach().to("cpu").contiguous() for name, t in named_tensors}, path)
+            save_file({name: t.detach().to("cpu", copy=True).contiguous() for name, t in named_tensors}, path)
             post_json(self.base_url + "/pause?mode=wait", None, self.api_key)
             try:
                 post_json(self.base_url + "/start_weight_update", None, self.api_key)
@@ -129,6 +118,28 @@ class ClientEngine:
                 post_json(self.base_url + "/resume", None, self.api_key)
         finally:
             os.unlink(path)
+
+    def _weight_dir(self) -> str:
+        """The server's transfer directory (asked once), the weight-transfer engine initialised."""
+        import urllib.error
+
+        from rollouts.server import post_json, request_json
+
+        if self._weight_dir_path is None:
+            try:
+                where = request_json(self.base_url + "/weight_updates", None, self.api_key)
+                post_json(self.base_url + "/init_weight_transfer_engine", {"init_info": {}}, self.api_key)
+            except urllib.error.HTTPError as err:
+                raise WeightUpdateUnsupported(
+                    f"{self.base_url}: the server takes no weights over vLLM's weight-transfer API "
+                    f"(HTTP {err.code}). vLLM ships only CUDA backends (nccl, ipc); start the server "
+                    "with weight updates on (`align serve --weight_updates true`: "
+                    "VLLM_SERVER_DEV_MODE=1, the cpu_shm backend of rollouts.weight_transfer and a "
+                    "private transfer directory), or use the in-process engine "
+                    "(rollouts.vllm_engine.VLLMEngine)"
+                ) from None
+            self._weight_dir_path = where["path"]
+        return self._weight_dir_path
 
     def close(self) -> None:
         """Close the HTTP connection pool (the server keeps running)."""

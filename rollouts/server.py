@@ -13,9 +13,11 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -92,17 +94,27 @@ def serve_command(settings: ServerSettings) -> list[str]:
     ]
     if settings.tensor_parallel_size > 1:
         args += ["--tensor-parallel-size", str(settings.tensor_parallel_size)]
-    if settings.api_key:
-        args += ["--api-key", settings.api_key]
+    # The key reaches the server in its environment (server_environment), not in argv, which `ps`
+    # shows to every user; the guard asks for it on every route but /health.
+    args += ["--middleware", "rollouts.server_guard.ServerGuard"]
     if settings.weight_updates:
         args += ["--weight-transfer-config", json.dumps({"backend": "cpu_shm"})]
         args += ["--worker-extension-cls", "rollouts.weight_transfer.WeightTransferExtension"]
     return args + list(settings.extra_args)
 
 
-def server_environment(settings: ServerSettings) -> dict[str, str]:
-    """The server's environment: every core for the engine process, RL routes when asked."""
+def server_environment(settings: ServerSettings, weight_dir: str | None = None) -> dict[str, str]:
+    """The server's environment: every core for the engine process, the API key for vLLM and the
+    guard, RL routes (and the only directory weight updates may be read from) when asked."""
+    from rollouts.server_guard import KEY_ENV, WEIGHT_DIR_ENV
+
     env = dict(os.environ)
+    for name in ("VLLM_API_KEY", KEY_ENV, WEIGHT_DIR_ENV):
+        env.pop(name, None)
+    if settings.api_key:
+        env["VLLM_API_KEY"] = env[KEY_ENV] = settings.api_key
+    if weight_dir is not None:
+        env[WEIGHT_DIR_ENV] = weight_dir
     env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)  # the server needs its engine-core process
     cores = sorted(os.sched_getaffinity(0))
     # vLLM-CPU pins its worker to one core and reserves the rest; give it all of them.
@@ -132,14 +144,20 @@ class VLLMServer:
         self.settings = settings
         self.log_path = Path(log_path) if log_path else None
         self.process: subprocess.Popen[bytes] | None = None
+        self.weight_dir: str | None = None
+        """With weight updates on: the private directory (mode 0700, in /dev/shm when there is
+        one) that updates are read from; removed by `stop()`."""
 
     def start(self, timeout: float = 180.0) -> VLLMServer:
         """Start the server and wait until `/health` answers 200."""
         log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 (the child owns it)
         logger.info("starting vllm serve %s on %s", self.settings.model, self.settings.base_url)
+        if self.settings.weight_updates and self.weight_dir is None:
+            shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+            self.weight_dir = tempfile.mkdtemp(prefix="align-weights-", dir=shm)
         self.process = subprocess.Popen(
             serve_command(self.settings),
-            env=server_environment(self.settings),
+            env=server_environment(self.settings, self.weight_dir),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -167,8 +185,16 @@ class VLLMServer:
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM the server (its engine process follows), SIGKILL the group if it lingers."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
+        try:
+            if process is not None and process.poll() is None:
+                self._terminate(process, timeout)
+        finally:
+            if self.weight_dir is not None:
+                shutil.rmtree(self.weight_dir, ignore_errors=True)
+                self.weight_dir = None
+
+    @staticmethod
+    def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout)
@@ -192,9 +218,16 @@ class VLLMServer:
 
 def post_json(url: str, payload: dict | None = None, api_key: str | None = None, timeout: float = 60) -> dict:
     """POST JSON to a server route and return its JSON answer."""
+    return request_json(url, json.dumps(payload or {}).encode(), api_key, timeout)
+
+
+def request_json(
+    url: str, data: bytes | None = None, api_key: str | None = None, timeout: float = 60
+) -> dict:
+    """GET a server route (POST `data` when given) and return its JSON answer."""
     request = urllib.request.Request(
         url,
-        data=json.dumps(payload or {}).encode(),
+        data=data,
         headers={
             "Content-Type": "application/json",
             **({"Authorization": f"Bearer {api_key}"} if api_key else {}),

@@ -64,3 +64,33 @@ def test_client_engine_pushes_weights_through_the_weight_transfer_api(client_eng
     finally:
         client_engine.load_weights(load_model(tiny_model_dir).named_parameters())
     assert [r.token_ids for r in client_engine.generate(PROMPTS, greedy)] == [r.token_ids for r in before]
+
+
+def test_a_lora_policy_reaches_the_server_merged(client_engine, tiny_model_dir):
+    """The pushed weights are copies of the merged ones: the stream unmerges the adapter in place
+    when it ends, after the client has collected every tensor (a view would send the base)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from align.models import load_model, load_tokenizer
+    from align.ppo.iteration import engine_weights
+    from rollouts.hf_engine import HFEngine
+
+    torch.manual_seed(0)
+    policy = get_peft_model(
+        load_model(tiny_model_dir), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear")
+    )
+    with torch.no_grad():
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)  # a trained adapter: the merged model differs from the base
+    greedy = Sampling(max_new_tokens=16, temperature=0)
+    before = client_engine.generate(PROMPTS, greedy)
+    try:
+        client_engine.load_weights(engine_weights(policy))
+        served = client_engine.generate(PROMPTS, greedy)
+        merged = HFEngine(policy.merge_and_unload(), load_tokenizer(tiny_model_dir)).generate(PROMPTS, greedy)
+        assert [r.token_ids for r in served] == [r.token_ids for r in merged]
+        assert [r.token_ids for r in served] != [r.token_ids for r in before]
+    finally:
+        client_engine.load_weights(load_model(tiny_model_dir).named_parameters())
