@@ -169,12 +169,54 @@ def read_meta(checkpoint: str | Path) -> dict:
     return json.loads((Path(checkpoint) / META).read_text(encoding="utf-8"))
 
 
-def save_pretrained_atomically(path: Path, model, tokenizer) -> None:
+def save_pretrained_atomically(path: Path, model, tokenizer, state_dict: dict | None = None) -> None:
     """`save_pretrained` of a model and its tokenizer under a temporary name, renamed over `path`
-    when complete: a reader never sees half a model directory."""
+    when complete: a reader never sees half a model directory. `state_dict`: the weights to write
+    instead of the model's own (the gathered whole of a sharded model)."""
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
+
+
+def rng_state() -> dict:
+    """Every random generator a training process draws from: Python, NumPy, torch (and CUDA's)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` took (CUDA's only where this process has CUDA)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def cpu_copy(value):
+    """A deep copy on the CPU (tensors cloned, containers rebuilt), so training can go on while
+    a checkpoint thread writes it."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(cpu_copy(v) for v in value)
+    return value

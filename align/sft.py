@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from align.errors import InputError
+from align.finite import FiniteGradients
 from align.models import load_tokenizer
 from align.records import load_splits, read_records
 from align.sft_config import SFTStageConfig
+from rewards.messages import turns_problem
 
 log = logging.getLogger(__name__)
-
-ROLES = ("system", "user", "assistant")
 
 
 def check_conversation(row: dict[str, Any]) -> str | None:
@@ -27,14 +27,9 @@ def check_conversation(row: dict[str, Any]) -> str | None:
     messages = row.get("messages")
     if messages is None:
         return f"no 'messages' field (fields: {', '.join(sorted(row)) or 'none'})"
-    if not isinstance(messages, list) or not messages:
-        return "'messages' must be a non-empty list"
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
-            return f"message {i}: role must be one of {', '.join(ROLES)}"
-        content = message.get("content")
-        if not isinstance(content, str) or not content.strip():
-            return f"message {i}: empty or missing 'content'"
+    problem = turns_problem(messages)
+    if problem is not None:
+        return f"'messages' {problem}"
     if not any(m["role"] == "assistant" for m in messages):
         return "no assistant turn (nothing to learn from)"
     return None
@@ -52,10 +47,20 @@ def check_prompt(row: dict[str, Any]) -> str | None:
 
 def generate_replies(model: Any, tokenizer: Any, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
     """Greedy replies of a causal LM to chat prompts, in batches, left-padded."""
+    # Left padding for generation, on this call only: the tokenizer is shared and saved with the model.
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        return _generate_replies(model, tokenizer, prompts, max_new_tokens)
+    finally:
+        tokenizer.padding_side = padding_side
+
+
+def _generate_replies(
+    model: Any, tokenizer: Any, prompts: list[list[dict]], max_new_tokens: int
+) -> list[str]:
     import torch
     from tqdm import tqdm
 
-    tokenizer.padding_side = "left"
     replies: list[str] = []
     model.eval()
     for start in tqdm(range(0, len(prompts), 32), desc="generating", leave=False):
@@ -121,6 +126,7 @@ def run_sft(config: SFTStageConfig) -> Path:
         eval_dataset=Dataset.from_list([{"messages": r["messages"]} for r in held_out]),
         processing_class=tokenizer,
         peft_config=config.peft_config("CAUSAL_LM"),
+        callbacks=[FiniteGradients()],
     )
     prompts = None
     if config.accuracy_prompts is not None:

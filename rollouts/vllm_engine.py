@@ -138,6 +138,7 @@ class VLLMEngine:
             model=str(model),
             dtype=dtype,
             max_model_len=max_model_len,
+            seed=seed,
             enforce_eager=True,
             # The sampled distribution (temperature, top-k/p applied): what the trainer recomputes.
             logprobs_mode="processed_logprobs",

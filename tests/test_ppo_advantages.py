@@ -15,7 +15,7 @@ def test_gae_matches_the_recursion_worked_by_hand():
     rewards = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
     scores = torch.tensor([1.0, 2.0])
     values = torch.tensor([[0.5, 0.5, 0.5], [1.0, 1.0, 9.0]])
-    advantages, returns = ESTIMATORS["gae"](rewards, scores, values, MASK, 1, gamma=1.0, lam=0.5)
+    advantages, returns = ESTIMATORS["gae"].compute(rewards, scores, values, MASK, 1, gamma=1.0, lam=0.5)
     # Row 0: deltas (0, 0, 0.5); A2 = .5, A1 = 0 + .5*.5 = .25, A0 = .125.
     assert advantages[0].tolist() == pytest.approx([0.125, 0.25, 0.5])
     # Row 1 ends at token 1 (its value 9 beyond the mask is ignored): deltas (0, 1).
@@ -25,7 +25,9 @@ def test_gae_matches_the_recursion_worked_by_hand():
 
 def test_gae_with_lambda_one_and_no_critic_is_the_return():
     rewards = torch.tensor([[-0.1, -0.1, -0.1], [-0.2, -0.2, 0.0]])
-    advantages, _ = ESTIMATORS["gae"](rewards, torch.tensor([1.0, 0.0]), torch.zeros(2, 3), MASK, 1, 1.0, 1.0)
+    advantages, _ = ESTIMATORS["gae"].compute(
+        rewards, torch.tensor([1.0, 0.0]), torch.zeros(2, 3), MASK, 1, 1.0, 1.0
+    )
     assert advantages[0].tolist() == pytest.approx([0.7, 0.8, 0.9])
     assert advantages[1].tolist() == pytest.approx([-0.4, -0.2, 0.0])
 
@@ -33,20 +35,20 @@ def test_gae_with_lambda_one_and_no_critic_is_the_return():
 def test_rloo_subtracts_the_mean_of_the_other_samples():
     scores = torch.tensor([1.0, 2.0, 6.0, 0.0, 0.0, 3.0])
     mask = torch.ones(6, 1)
-    advantages, _ = ESTIMATORS["rloo"](torch.zeros(6, 1), scores, None, mask, 3, 1.0, 1.0)
+    advantages, _ = ESTIMATORS["rloo"].compute(torch.zeros(6, 1), scores, None, mask, 3, 1.0, 1.0)
     assert advantages[:, 0].tolist() == pytest.approx([1 - 4, 2 - 3.5, 6 - 1.5, -1.5, -1.5, 3.0])
 
 
 def test_grpo_normalises_within_each_group():
     scores = torch.tensor([1.0, 3.0, 10.0, 10.0])
-    advantages, _ = ESTIMATORS["grpo"](torch.zeros(4, 1), scores, None, torch.ones(4, 1), 2, 1.0, 1.0)
+    advantages, _ = ESTIMATORS["grpo"].compute(torch.zeros(4, 1), scores, None, torch.ones(4, 1), 2, 1.0, 1.0)
     std = torch.tensor([1.0, 3.0]).std().item()
     assert advantages[:, 0].tolist() == pytest.approx([-1 / std, 1 / std, 0.0, 0.0], abs=1e-4)
 
 
 def test_reinforce_pp_is_the_kl_shaped_return_to_go():
     rewards = torch.tensor([[-0.1, -0.2, -0.3]])
-    advantages, _ = ESTIMATORS["reinforce_pp"](
+    advantages, _ = ESTIMATORS["reinforce_pp"].compute(
         rewards, torch.tensor([1.0]), None, torch.ones(1, 3), 1, 1.0, 1.0
     )
     assert advantages[0].tolist() == pytest.approx([0.4, 0.5, 0.7])

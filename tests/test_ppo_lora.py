@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from align.models import load_model
-from align.ppo.loop import engine_weights
+from align.ppo.iteration import engine_weights
 
 
 def test_lora_policy_streams_merged_weights_under_base_names(tiny_model_dir: Path):

@@ -114,7 +114,7 @@ def test_on_policy_first_pass_gives_the_old_logprobs_a_scoring_pass_gives(tiny_m
 
     from align.models import load_model
     from align.ppo.config import PPOConfig
-    from align.ppo.loop import compute_advantages, single_on_policy_step, train_on
+    from align.ppo.iteration import compute_advantages, single_on_policy_step, train_on
 
     config = PPOConfig(
         policy=tiny_model_dir,

@@ -5,22 +5,37 @@ Every estimator sees the same inputs and returns `(advantages, returns)`, both [
 - `scores`: one scalar score per sequence (reward model and/or rule), added at the last token;
 - `values`: the critic's values (only GAE reads them);
 - `mask`: 1 on response tokens; `group_size`: completions per prompt, adjacent in the batch.
-`config.advantage` picks one from `ESTIMATORS`.
+`config.advantage` picks one from `ESTIMATORS`, the one list of them (the config validates against
+it, so this module imports no torch: it only calls methods of the tensors it is given).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-Estimator = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+@dataclass(frozen=True)
+class Estimator:
+    """One advantage estimator and what it needs from the run."""
+
+    compute: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    needs_critic: bool = False
+    """Reads the critic's values (PPO proper)."""
+    needs_groups: bool = False
+    """Compares the completions of one prompt with each other (samples_per_prompt >= 2)."""
+
+
 ESTIMATORS: dict[str, Estimator] = {}
 
 
-def register(name: str) -> Callable[[Estimator], Estimator]:
-    def add(fn: Estimator) -> Estimator:
-        ESTIMATORS[name] = fn
+def register(name: str, needs_critic: bool = False, needs_groups: bool = False) -> Callable:
+    def add(fn: Callable) -> Callable:
+        ESTIMATORS[name] = Estimator(fn, needs_critic, needs_groups)
         return fn
 
     return add
@@ -32,11 +47,19 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """Zero mean (unless `shift_mean` is False) and unit variance over the masked entries."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
-    out = (x - mean) * torch.rsqrt(var + 1e-8)
+def whiten(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    shift_mean: bool = True,
+    all_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Zero mean (unless `shift_mean` is False) and unit variance over the masked entries; over
+    every process's entries when `all_sum` sums a tensor across processes."""
+    total = all_sum or (lambda t: t)
+    count = total(mask.sum()).clamp(min=1)
+    mean = total((x * mask).sum()) / count
+    var = total(((x - mean) ** 2 * mask).sum()) / count
+    out = (x - mean) * (var + 1e-8).rsqrt()
     if not shift_mean:
         out = out + mean
     return out * mask
@@ -50,23 +73,23 @@ def add_scores(token_rewards: torch.Tensor, scores: torch.Tensor, mask: torch.Te
 
 def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
     """G_t = r_t + γ·G_{t+1}, over the response tokens."""
-    returns = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[:, 0])
+    returns = rewards.new_zeros(rewards.shape)
+    running = rewards.new_zeros(rewards.shape[:1])
     for t in reversed(range(rewards.shape[1])):
         running = (rewards[:, t] + gamma * running) * mask[:, t]
         returns[:, t] = running
     return returns
 
 
-@register("gae")
+@register("gae", needs_critic=True)
 def gae_advantages(token_rewards, scores, values, mask, group_size, gamma, lam):
     """Generalised advantage estimation: A_t = Σ (γλ)^k δ_{t+k}, δ_t = r_t + γV_{t+1} - V_t."""
     rewards = add_scores(token_rewards, scores, mask)
     values = values * mask
-    advantages = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[:, 0])
+    advantages = rewards.new_zeros(rewards.shape)
+    running = rewards.new_zeros(rewards.shape[:1])
     for t in reversed(range(rewards.shape[1])):
-        next_value = values[:, t + 1] if t + 1 < rewards.shape[1] else torch.zeros_like(running)
+        next_value = values[:, t + 1] if t + 1 < rewards.shape[1] else running.new_zeros(running.shape)
         delta = rewards[:, t] + gamma * next_value - values[:, t]
         running = (delta + gamma * lam * running) * mask[:, t]
         advantages[:, t] = running
@@ -80,7 +103,7 @@ def reinforce_pp_advantages(token_rewards, scores, values, mask, group_size, gam
     return returns, returns
 
 
-@register("rloo")
+@register("rloo", needs_groups=True)
 def rloo_advantages(token_rewards, scores, values, mask, group_size, gamma, lam):
     """RLOO: each score minus the mean score of the other completions of the same prompt."""
     grouped = scores.view(-1, group_size)
@@ -89,7 +112,7 @@ def rloo_advantages(token_rewards, scores, values, mask, group_size, gamma, lam)
     return returns, returns
 
 
-@register("grpo")
+@register("grpo", needs_groups=True)
 def grpo_advantages(token_rewards, scores, values, mask, group_size, gamma, lam):
     """GRPO: each score normalised by its prompt group's mean and standard deviation."""
     grouped = scores.view(-1, group_size)

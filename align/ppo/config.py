@@ -8,8 +8,8 @@ from typing import Literal
 
 from align.config import check_exists, check_positive, check_range
 from align.errors import ConfigError
-
-ADVANTAGE_ESTIMATORS = ("gae", "grpo", "rloo", "reinforce_pp")
+from align.outputs import check_output_path
+from align.ppo.advantages import ESTIMATORS
 
 
 @dataclass
@@ -49,12 +49,16 @@ class PPOConfig:
     """The frozen reference for the KL penalty (default: `policy`)."""
     critic_init: Literal["reward_model", "policy"] = "reward_model"
     """Initialise the critic from the reward model (its value head too) or from the policy (new head)."""
-    advantage: Literal["gae", "grpo", "rloo", "reinforce_pp"] = "gae"
-    """Advantage estimator: `gae` (PPO with a critic), or critic-free `grpo`, `rloo`, `reinforce_pp`."""
+    advantage: str = "gae"
+    """Advantage estimator, one of `align.ppo.advantages.ESTIMATORS`: `gae` (PPO with a critic), or
+    critic-free `grpo`, `rloo`, `reinforce_pp`."""
     engine: Literal["vllm", "hf", "server"] = "vllm"
     """Rollout engine: in-process vLLM, `transformers.generate` (reference), or a `vllm serve` endpoint."""
     server_url: str | None = None
-    """Base URL of the `vllm serve` endpoint when `engine` is `server` (e.g. http://127.0.0.1:8000)."""
+    """Base URL of the `vllm serve` endpoint when `engine` is `server` (e.g. http://127.0.0.1:8000).
+    Its API key, if it has one, is read from OPENAI_API_KEY."""
+    server_model: str = "policy"
+    """The model name the server answers to (`align serve --served_model_name`)."""
     iterations: int = 20
     """PPO iterations (generate, score, update, sync)."""
     prompts_per_iteration: int = 16
@@ -140,6 +144,11 @@ class PPOConfig:
     """KV-cache size of the in-process vLLM engine (GiB, CPU)."""
 
     def __post_init__(self) -> None:
+        check_output_path(
+            "output_dir",
+            self.output_dir,
+            [self.policy, self.prompts, self.reward_model, self.reference, self.eval_prompts],
+        )
         check_exists("policy", self.policy)
         check_exists("prompts", self.prompts)
         check_exists("reward_model", self.reward_model)
@@ -147,11 +156,14 @@ class PPOConfig:
         check_exists("eval_prompts", self.eval_prompts)
         if self.reward_model is None and self.reward_rule is None:
             raise ConfigError("reward_model: give a reward model directory or a reward_rule (or both)")
-        if self.advantage == "gae" and self.critic_init == "reward_model" and self.reward_model is None:
+        if self.advantage not in ESTIMATORS:
+            raise ConfigError(f"advantage: expected one of {', '.join(ESTIMATORS)}, got {self.advantage!r}")
+        estimator = ESTIMATORS[self.advantage]
+        if estimator.needs_critic and self.critic_init == "reward_model" and self.reward_model is None:
             raise ConfigError("critic_init: `reward_model` needs reward_model; use critic_init: policy")
         if self.engine == "server" and not self.server_url:
             raise ConfigError("server_url: required when engine is `server`")
-        if self.advantage in ("grpo", "rloo") and self.samples_per_prompt < 2:
+        if estimator.needs_groups and self.samples_per_prompt < 2:
             raise ConfigError(f"samples_per_prompt: {self.advantage} needs groups of at least 2")
         for key in (
             "iterations",

@@ -123,13 +123,12 @@ def log_probs_and_entropy(
 
 
 def response_values(critic, input_ids, attention_mask, response_width: int) -> torch.Tensor:
-    """The critic's value of the state before each response token, [B, R]."""
-    inner = getattr(critic, "module", critic)
-    backbone = getattr(inner, inner.base_model_prefix)
-    hidden = backbone(
+    """The critic's (`align.ppo.critic.TokenCritic`, maybe wrapped) value of the state before each
+    response token, [B, R]."""
+    values = critic(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)
-    ).last_hidden_state
-    return inner.score(hidden[:, -response_width - 1 : -1]).squeeze(-1).float()
+    )
+    return values[:, -response_width - 1 : -1].float()
 
 
 def adapter_disabled(model) -> contextlib.AbstractContextManager:

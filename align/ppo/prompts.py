@@ -6,20 +6,32 @@ from pathlib import Path
 
 import numpy as np
 
-from align.errors import InputError
-from align.records import jsonl_objects
+from align.records import read_records
+from rewards.messages import prompt_problem
+
+MAX_BAD_FRACTION = 0.05
+"""Bad prompt rows are skipped (logged with file and line); more than this share refuses the file."""
+
+
+def check_prompt_record(record: dict) -> str | None:
+    """What is wrong with a prompt record, or None: it needs `prompt` (user text, or chat turns
+    ending in a user turn) or `messages` (the same chat)."""
+    if "messages" in record:
+        problem = (
+            prompt_problem(record["messages"])
+            if isinstance(record["messages"], list)
+            else "'messages' must be a list of turns"
+        )
+        return None if problem is None else f"'messages': {problem}"
+    if "prompt" in record:
+        problem = prompt_problem(record["prompt"])
+        return None if problem is None else f"'prompt': {problem}"
+    return f"needs a 'prompt' or 'messages' field (fields: {', '.join(sorted(record)) or 'none'})"
 
 
 def read_prompts(path: Path) -> list[dict]:
-    """The prompt records of a JSONL file; each needs `prompt` (text or a chat) or `messages` (a chat)."""
-    records = []
-    for number, record in jsonl_objects(path):
-        if not ("prompt" in record or "messages" in record):
-            raise InputError(f"{path}:{number}: needs a `prompt` or `messages` field")
-        records.append(record)
-    if not records:
-        raise InputError(f"{path}: no prompts")
-    return records
+    """The good prompt records of a JSONL or Parquet file (`align.records`' bad-row rule)."""
+    return read_records(path, check_prompt_record, MAX_BAD_FRACTION)
 
 
 def prompt_messages(record: dict) -> list[dict[str, str]] | str:

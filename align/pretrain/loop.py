@@ -19,17 +19,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from align.checkpoint import CHECKPOINTS_DIR, CheckpointManager, read_meta, save_pretrained_atomically
+from align.checkpoint import (
+    CHECKPOINTS_DIR,
+    CheckpointManager,
+    cpu_copy,
+    read_meta,
+    rng_state,
+    save_pretrained_atomically,
+    set_rng_state,
+)
 from align.config import to_dict
 from align.distributed import finish_trackers, make_accelerator
 from align.errors import ConfigError, InputError
@@ -104,7 +110,7 @@ def run_pretrain(config: PretrainConfig) -> Path:
         save()  # the point a spike before the first save rolls back to
     accelerator.init_trackers("pretrain")
 
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
     peak = config.peak_flops or measure_peak_flops(accelerator.device, unwrapped.dtype)
     plan_steps = sum(p.steps() for p in config.phases)
     log.info(
@@ -224,8 +230,11 @@ def run_pretrain(config: PretrainConfig) -> Path:
     bar.close()
     manager.close()
     final = config.final_path
+    weights, _ = full_state_dicts(model, None)
     if accelerator.is_main_process:
-        save_pretrained_atomically(final, accelerator.unwrap_model(model), tokenizer)
+        save_pretrained_atomically(
+            final, accelerator.unwrap_model(model, keep_torch_compile=False), tokenizer, weights
+        )
     accelerator.wait_for_everyone()
     finish_trackers(accelerator)
     log.info("pretraining finished at step %d; model in %s", at.step, final)
@@ -274,35 +283,44 @@ def _start_checkpoint(config: PretrainConfig, manager: CheckpointManager) -> Pat
     return None
 
 
-def _cpu_copy(value):
-    """A deep copy on the CPU (tensors cloned), so training can go on while it is written."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: _cpu_copy(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_cpu_copy(v) for v in value)
-    return value
+def full_state_dicts(model, optimizer) -> tuple[dict, dict | None]:
+    """The model's (and optimizer's) whole state on the main process, CPU copies; {} elsewhere.
+
+    A collective under FSDP2: every process calls it.
+    """
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    # On one process the "offloaded" tensors can be the live ones: copy them (training goes on
+    # while a checkpoint thread writes them).
+    weights = cpu_copy(get_model_state_dict(model, options=options))
+    if optimizer is None:
+        return weights, None
+    return weights, cpu_copy(get_optimizer_state_dict(model, optimizer, options=options))
 
 
 def _save(
     config, accelerator, manager, tokenizer, model, optimizer, ledger, at, phase_done, blocking
 ) -> None:
-    """Snapshot everything now; the main process writes it on the checkpoint thread."""
+    """Snapshot everything now; the main process writes it on the checkpoint thread.
+
+    Weights and optimizer state are gathered whole onto the main process whatever shards them
+    (FSDP2, DDP, one process, `torch.compile`): torch's distributed state-dict API, a collective
+    every process joins, keyed by parameter names without wrapper prefixes.
+    """
     accelerator.wait_for_everyone()
+    weights, optimizer_state = full_state_dicts(model, optimizer)
     if not accelerator.is_main_process:
         return
-    unwrapped = accelerator.unwrap_model(model)
-    weights, seen = {}, set()
-    for name, tensor in unwrapped.state_dict().items():
-        if tensor.data_ptr() in seen:  # a tied weight (lm_head = embeddings) is stored once
-            continue
-        seen.add(tensor.data_ptr())
-        weights[name] = tensor.detach().to("cpu", copy=True).contiguous()
-    optimizer_state = _cpu_copy(optimizer.state_dict())
-    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
+    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
+    if unwrapped.config.tie_word_embeddings:  # the head is the embedding: stored once
+        weights.pop("lm_head.weight", None)
+    weights = {name: tensor.contiguous() for name, tensor in weights.items()}
+    rng = rng_state()
     ledger_text = ledger.to_json()
     phase = config.phases[min(at.phase, len(config.phases) - 1)]
     schedule = {"phase": at.phase, "phase_step": at.phase_step, "total_steps": phase.steps(), "peak_lr": phase.lr,
@@ -329,25 +347,31 @@ def _save(
 
 def _restore(path: Path, accelerator, model, optimizer, keep: tuple[Ledger, Position] | None = None):
     """Load a checkpoint into the (prepared) model and optimizer; returns its ledger and position."""
-    unwrapped = accelerator.unwrap_model(model)
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
     weights = {}
     for file in sorted(path.glob("*.safetensors")):
-        weights.update(load_file(str(file), device=str(accelerator.device)))
-    missing, unexpected = unwrapped.load_state_dict(weights, strict=False)
+        weights.update(load_file(str(file)))
     tied = {"lm_head.weight"} if unwrapped.config.tie_word_embeddings else set()
-    if set(missing) - tied or unexpected:
+    expected = set(unwrapped.state_dict()) - tied
+    missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected - tied)
+    if missing or unexpected:
         raise InputError(
             f"{path}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
-    optimizer.load_state_dict(
-        torch.load(path / "optimizer.pt", map_location=accelerator.device, weights_only=False)
-    )
-    rng = torch.load(path / "rng.pt", weights_only=False)
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    # Every process holds the whole state; each keeps its own shard of it (FSDP2) or all of it.
+    options = StateDictOptions(full_state_dict=True, strict=False)
+    set_model_state_dict(model, weights, options=options)
+    if tied:
+        unwrapped.tie_weights()
+    saved_optimizer = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
+    set_optimizer_state_dict(model, optimizer, saved_optimizer, options=options)
+    set_rng_state(torch.load(path / "rng.pt", weights_only=False))
     ledger = Ledger.from_json((path / "ledger.json").read_text(encoding="utf-8"))
     meta = read_meta(path)
     at = Position(meta["phase"], meta["phase_step"], meta["step"], meta["losses"], meta.get("rollbacks", 0))
