@@ -14,6 +14,7 @@ The API (used by `gradio_client` and the tests): `/next` -> the annotator's task
 (assignment id, shown-at time, prompt, response A, response B, progress, 4 cleared choices, rewrite).
 """
 
+import json
 import logging
 import os
 import time
@@ -60,7 +61,7 @@ document.addEventListener("keydown", (event) => {
   }
   const values = {"1": "A", "2": "B", "3": "tie", "4": "both_bad"};
   if (values[event.key]) {
-    for (const criterion of ["helpful", "harmless", "honest", "overall"]) {
+    for (const criterion of __CRITERIA__) {
       const input = document.querySelector(`#choice-${criterion} input[value="${values[event.key]}"]`);
       if (input) input.click();
     }
@@ -193,7 +194,7 @@ def build_app(store: PreferenceStore, guidelines: str = GUIDELINES) -> gr.Blocks
 
 def serve_app(config: LabelServeConfig) -> None:
     """`align label serve`: run the app on config.host:config.port until interrupted."""
-    store = PreferenceStore(config.store)
+    store = PreferenceStore(config.store, create=False)
     if not store.annotators():
         log.warning("the store has no annotators yet: add some with `align label add --annotators FILE`")
     guidelines = config.guidelines.read_text(encoding="utf-8") if config.guidelines else GUIDELINES
@@ -208,7 +209,7 @@ def serve_app(config: LabelServeConfig) -> None:
             server_port=config.port,
             auth=store.check_password,
             auth_message="Log in with the name and password your admin gave you.",
-            head=KEYBOARD_JS,
+            head=KEYBOARD_JS.replace("__CRITERIA__", json.dumps(CRITERIA)),
             show_error=True,
             quiet=True,
         )

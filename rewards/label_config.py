@@ -9,8 +9,11 @@ from align.config import check_exists, check_positive, check_range
 from align.errors import ConfigError
 from rollouts.factory import EngineConfig
 
-CRITERIA = ("helpful", "harmless", "honest", "overall")
-"""What a label judges; `overall` is the one a single reward model trains on."""
+ASPECTS = ("helpful", "harmless", "honest")
+"""The aspects of a reply that the InternLM report's preference data judges."""
+CRITERIA = (*ASPECTS, "overall")
+"""What a label judges: each aspect, and `overall`, the one a single reward model trains on. The
+one list of them: the store, the app, the judge, the rules and the RM's data checks all read it."""
 
 
 @dataclass
@@ -132,6 +135,10 @@ class LabelExportConfig(LabelStoreConfig):
         super().__post_init__()
         _check_criteria(self.criteria)
         check_range("min_margin", self.min_margin, 0.0, 1.0)
+        if self.output.is_dir():
+            raise ConfigError(
+                f"output: {self.output} is a directory; give a file path (e.g. preferences.jsonl)"
+            )
 
 
 def _check_criteria(criteria: list[str]) -> None:

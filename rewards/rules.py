@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rewards.constraints import constraint_results, constraint_reward, constraints_of, follows_all
+from rewards.label_config import ASPECTS
 from rewards.messages import Messages, last_user_turn
 
-CRITERIA = ("helpful", "harmless", "honest")
 WEIGHTS = {"helpful": 0.5, "harmless": 0.25, "honest": 0.25}
 
 Kind = Literal["add", "compare", "count", "unsafe"]
@@ -207,7 +207,7 @@ def rule_scores(prompt: Messages, response: str) -> dict[str, float]:
 def rule_reward(prompt: Messages, response: str) -> float:
     """One scalar in [0, 1] for PPO: the weighted criteria (helpful 0.5, harmless and honest 0.25)."""
     scores = rule_scores(prompt, response)
-    return sum(WEIGHTS[c] * scores[c] for c in CRITERIA)
+    return sum(WEIGHTS[c] * scores[c] for c in ASPECTS)
 
 
 @dataclass(frozen=True)
@@ -225,9 +225,9 @@ class Verdict:
 def compare(prompt: Messages, first: str, second: str) -> Verdict:
     """Which of two replies the rules prefer, on which criterion, and by how much."""
     a, b = rule_scores(prompt, first), rule_scores(prompt, second)
-    total = sum(WEIGHTS[c] * (a[c] - b[c]) for c in CRITERIA)
+    total = sum(WEIGHTS[c] * (a[c] - b[c]) for c in ASPECTS)
     if total == 0:
         return Verdict(None, None, 0.0)
     sign = 1.0 if total > 0 else -1.0
-    criterion = max(CRITERIA, key=lambda c: sign * (a[c] - b[c]))
+    criterion = max(ASPECTS, key=lambda c: sign * (a[c] - b[c]))
     return Verdict(0 if total > 0 else 1, criterion, round(abs(total), 4))

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from align.errors import InputError
 from align.records import jsonl_objects
-from rewards.label_config import CRITERIA, LabelAddConfig, LabelExportConfig
+from rewards.label_config import ASPECTS, LabelAddConfig, LabelExportConfig
 from rewards.store import LabelRecord, PreferenceStore, check_messages
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def preference_rows(
 
 def deciding_criterion(votes: dict[str, Counter], chosen: int, rejected: int) -> str:
     """The criterion whose votes favour `chosen` most (ties: helpful, harmless, honest), or overall."""
-    lead = {c: votes[c][chosen] - votes[c][rejected] for c in CRITERIA if c != "overall"}
+    lead = {c: votes[c][chosen] - votes[c][rejected] for c in ASPECTS}
     best = max(lead, key=lambda c: lead[c])
     return best if lead[best] > 0 else "overall"
 
@@ -212,7 +212,7 @@ def _row(
 
 def export_preferences(config: LabelExportConfig) -> Path:
     """`align label export`: write TRL-format preference JSONL that `align rm` trains on."""
-    store = PreferenceStore(config.store)
+    store = PreferenceStore(config.store, create=False)
     try:
         records = store.labels()
     finally:

@@ -9,29 +9,30 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from align.errors import InputError
+from align.finite import FiniteGradients
 from align.models import load_tokenizer
 from align.records import load_splits
+from rewards.label_config import CRITERIA
+from rewards.messages import CHAT_ROLES, turns_problem
 from rewards.model import build_reward_model, score
 from rewards.reward_config import RewardStageConfig
-from rewards.rules import CRITERIA
 
 log = logging.getLogger(__name__)
 
 
 def _as_messages(value: Any, role: str) -> list[dict[str, str]] | None:
-    """A string as one message of `role`, a list of messages as is; None when malformed or empty."""
+    """A string as one message of `role`, a list of turns as is; None when malformed or empty.
+    A reply (`role` assistant) has assistant turns only; a prompt may hold any chat role."""
     if isinstance(value, str):
         return [{"role": role, "content": value}] if value.strip() else None
-    if not isinstance(value, list) or not value:
-        return None
-    for message in value:
-        if not isinstance(message, dict) or not str(message.get("content") or "").strip():
-            return None
-    return value
+    roles = ("assistant",) if role == "assistant" else CHAT_ROLES
+    return None if turns_problem(value, roles) is not None else value
 
 
 def check_preference(row: dict[str, Any]) -> str | None:
@@ -41,15 +42,18 @@ def check_preference(row: dict[str, Any]) -> str | None:
         return f"missing field(s) {', '.join(missing)} (fields: {', '.join(sorted(row)) or 'none'})"
     for key, role in (("prompt", "user"), ("chosen", "assistant"), ("rejected", "assistant")):
         if _as_messages(row[key], role) is None:
-            return f"'{key}' is empty or not a string / list of messages"
+            turns = "assistant turns" if role == "assistant" else "messages"
+            return f"'{key}' is empty or not a string / list of {turns}"
     if _as_messages(row["chosen"], "assistant") == _as_messages(row["rejected"], "assistant"):
         return "chosen == rejected (no preference to learn)"
     criterion = row.get("criterion")
-    if criterion is not None and criterion not in (*CRITERIA, "overall"):
-        return f"criterion {criterion!r} is not one of {', '.join(CRITERIA)}, overall"
+    if criterion is not None and criterion not in CRITERIA:
+        return f"criterion {criterion!r} is not one of {', '.join(CRITERIA)}"
     margin = row.get("margin")
-    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, int | float) or margin < 0):
-        return f"margin {margin!r} must be a number >= 0"
+    if margin is not None and (
+        isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < math.inf
+    ):
+        return f"margin {margin!r} must be a finite number >= 0"
     return None
 
 
@@ -105,6 +109,34 @@ def pairwise_accuracy(model: Any, tokenizer: Any, pairs: list[dict[str, Any]]) -
     return {k: round(sum(v) / len(v), 4) for k, v in sorted(hits.items())}
 
 
+def pair_length(tokenizer: Any, pair: dict[str, Any]) -> int:
+    """Tokens of the longer of a pair's two conversations, as the trainer's chat template renders them."""
+    return max(
+        len(tokenizer.apply_chat_template(pair["prompt"] + pair[side], tokenize=True, return_dict=False))
+        for side in ("chosen", "rejected")
+    )
+
+
+def fitting_pairs(
+    pairs: list[dict[str, Any]], tokenizer: Any, config: RewardStageConfig, split: str
+) -> list[dict[str, Any]]:
+    """The pairs within `max_length` tokens. TRL's trainer would drop the others without a word;
+    here they are counted, and more than `max_bad_fraction` of them refuses the data."""
+    lengths = [pair_length(tokenizer, p) for p in pairs]
+    kept = [p for p, n in zip(pairs, lengths, strict=True) if n <= config.max_length]
+    dropped = len(pairs) - len(kept)
+    if not dropped:
+        return kept
+    message = (
+        f"{config.train_file}: {dropped} of {len(pairs)} {split} pairs are longer than max_length="
+        f"{config.max_length} tokens (the longest: {max(lengths)})"
+    )
+    if not kept or dropped > config.max_bad_fraction * len(pairs):
+        raise InputError(f"{message}; raise max_length or shorten them")
+    log.warning("%s; they are left out", message)
+    return kept
+
+
 def run_reward_training(config: RewardStageConfig) -> Path:
     """Train a reward model from `config.model` on `config.train_file`; returns the output directory."""
     from datasets import Dataset
@@ -113,6 +145,8 @@ def run_reward_training(config: RewardStageConfig) -> Path:
 
     tokenizer = load_tokenizer(config.model)
     train, held_out = preference_splits(config)
+    train = fitting_pairs(train, tokenizer, config, "training")
+    held_out = fitting_pairs(held_out, tokenizer, config, "held-out")
     log.info("reward model on %d pairs, %d held out", len(train), len(held_out))
     contradicting = contradicting_rows(train + held_out)
     if contradicting:
@@ -144,6 +178,7 @@ def run_reward_training(config: RewardStageConfig) -> Path:
         eval_dataset=Dataset.from_list([{k: r[k] for k in columns} for r in held_out]),
         processing_class=tokenizer,
         peft_config=peft_config,
+        callbacks=[FiniteGradients()],
     )
     resume = config.last_checkpoint()
     before_file = config.checkpoint_dir / "accuracy_before.json"
