@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import importlib
 import logging
 import sys
@@ -17,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from align.config import _type_name, field_docs, load_config, to_dict
+from align.config import _type_name, field_docs, is_multi_stage, load_config, read_recipe, to_dict
 from align.errors import ConfigError, InputError
 
 
@@ -273,7 +274,38 @@ def load_command_config(
     if run_dir is not None and "run_dir" in {f.name for f in dataclasses.fields(cls)}:
         # A command with its own run_dir field (the pipeline) takes --run_dir as that field too.
         overrides = {"run_dir": run_dir, **overrides}
+    if config_path is not None:
+        check_recipe_sections(read_recipe(config_path))
     return load_config(cls, config_path, overrides, section=section or section_name(path), run_dir=run_dir)
+
+
+RECIPE_KEYS = ("run_dir", "pipeline", "extends")
+"""The top-level keys of a multi-stage recipe that are not a command's section."""
+
+
+def command_sections(commands: tuple[Command, ...] = COMMANDS, prefix: tuple[str, ...] = ()) -> list[str]:
+    """The recipe section name of every command that has a config."""
+    names = []
+    for command in commands:
+        path = (*prefix, command.name)
+        if command.config:
+            names.append(section_name(list(path)))
+        names += command_sections(command.children, path)
+    return names
+
+
+def check_recipe_sections(recipe: dict[str, Any]) -> None:
+    """A multi-stage recipe's sections must each name a command (`ppo@rlhf`: a named run of
+    `ppo`): a misspelled section would otherwise be ignored, and its stage run on defaults."""
+    if not is_multi_stage(recipe):
+        return
+    known = command_sections()
+    for key in recipe:
+        if key in RECIPE_KEYS or str(key).partition("@")[0] in known:
+            continue
+        close = difflib.get_close_matches(str(key).partition("@")[0], known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; sections are commands: {', '.join(known)}"
+        raise ConfigError(f"{key}: unknown recipe section{hint}")
 
 
 def parse_command_line(argv: list[str]) -> tuple[list[str], Any, argparse.Namespace]:
@@ -342,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except InputError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
+    except (PermissionError, FileExistsError, IsADirectoryError, NotADirectoryError) as err:
+        # The file system refused a write or a read (a read-only folder, a file where a folder
+        # should be): the user's to fix, so one line as for bad input.
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

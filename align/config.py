@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import math
 import textwrap
 import types
 import typing
@@ -145,9 +146,12 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, bool):
             raise wrong
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise wrong from None
+        if not math.isfinite(number):  # `inf` and `nan` parse as floats and train NaN models
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, dict | list):
             raise wrong
@@ -186,7 +190,23 @@ def build(cls: type[C], values: dict[str, Any], prefix: str = "") -> C:
         raise ConfigError(f"{prefix}{err}") from None
 
 
-def read_recipe(path: Path | str) -> dict[str, Any]:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (YAML itself
+    keeps the last value, so a pasted duplicate silently overrides the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_recipe(path: Path | str, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a YAML recipe; `extends: other.yaml` (relative to this file) starts from another recipe.
 
     Sections of the extending recipe are merged key by key over the base's (nested mappings too;
@@ -195,15 +215,23 @@ def read_recipe(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config: file not found: {path}")
+    if path.resolve() in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain, path.resolve()))
+        raise ConfigError(f"extends: the recipes extend each other in a cycle: {cycle}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config: {path} is not valid YAML ({str(err).splitlines()[0]})") from None
+        where = getattr(err, "problem_mark", None)
+        line = f" line {where.line + 1}:" if where is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(
+            f"config: {path} is not valid YAML ({line.strip()} {problem})".replace("( ", "(")
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config: {path} must hold a mapping of keys to values")
     base = data.pop("extends", None)
     if base is not None:
-        data = merge(read_recipe(path.parent / str(base)), data)
+        data = merge(read_recipe(path.parent / str(base), (*_chain, path.resolve())), data)
     return data
 
 
@@ -286,14 +314,14 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def check_range(key: str, value: float, low: float | None = None, high: float | None = None) -> None:
     """Reject `value` outside [low, high] (either bound optional)."""
-    if (low is not None and value < low) or (high is not None and value > high):
+    if value != value or (low is not None and value < low) or (high is not None and value > high):  # noqa: PLR0124 (NaN)
         bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
         raise ConfigError(f"{key}: {value!r} is out of range; allowed {bounds}")
 
 
 def check_positive(key: str, value: float) -> None:
     """Reject zero or negative values."""
-    if value <= 0:
+    if not value > 0:  # NaN too
         raise ConfigError(f"{key}: must be > 0, got {value!r}")
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from align.checkpoint import CHECKPOINTS_DIR
 from align.config import check_positive, check_range
 from align.errors import ConfigError
+from align.outputs import check_output_path
 
 
 @dataclass(kw_only=True)
@@ -81,6 +82,7 @@ class FinetuneConfig:
     """Trackers (`tensorboard`, `wandb`, ...) or `none`."""
 
     def __post_init__(self) -> None:
+        check_output_path("output_dir", self.output_dir, [self.model, self.train_file, self.eval_file])
         check_range("eval_fraction", self.eval_fraction, 0.0, 0.9)
         check_range("max_bad_fraction", self.max_bad_fraction, 0.0, 1.0)
         check_range("lora_dropout", self.lora_dropout, 0.0, 1.0)

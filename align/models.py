@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from align.config import check_exists
-from align.errors import InputError
+from align.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
@@ -209,6 +209,9 @@ class ImportBaseConfig:
 
     def __post_init__(self) -> None:
         check_exists("gguf_file", self.gguf_file)
+        with open(self.gguf_file, "rb") as handle:
+            if handle.read(4) != b"GGUF":  # every GGUF file starts with this magic
+                raise ConfigError(f"gguf_file: {self.gguf_file} is not a GGUF file")
 
 
 def import_base(config: ImportBaseConfig) -> Path:

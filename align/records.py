@@ -24,21 +24,49 @@ RowCheck = Callable[[dict[str, Any]], str | None]
 """Returns what is wrong with a row, or None for a good row."""
 
 
+class BadLine(str):
+    """What is wrong with a line that could not be read as JSON (in place of its value)."""
+
+
+def _no_constant(name: str) -> None:
+    # JSON has no NaN or Infinity; Python's parser accepts them, and one NaN margin or label
+    # turns every weight of a model into NaN.
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json_line(line: bytes) -> Any:
+    """One JSONL line as a value, or a `BadLine` saying why it is none (undecodable bytes, invalid
+    JSON, NaN or Infinity)."""
+    try:
+        return json.loads(line.decode("utf-8"), parse_constant=_no_constant)
+    except UnicodeDecodeError as err:
+        return BadLine(f"not UTF-8 text (byte {err.start})")
+    except json.JSONDecodeError as err:
+        return BadLine(f"not valid JSON ({err.msg})")
+    except (ValueError, RecursionError) as err:
+        return BadLine(f"not valid JSON ({err})")
+
+
 def _rows(path: Path) -> list[tuple[int, Any]]:
-    """(line or row number from 1, parsed value or the JSON error message) for each row."""
+    """(line or row number from 1, parsed value or a `BadLine`) for each row of a JSONL (optionally
+    gzipped) or Parquet file; a file that cannot be read at all is an `InputError`."""
     if path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return list(enumerate(pq.read_table(path).to_pylist(), start=1))
+        try:
+            return list(enumerate(pq.read_table(path).to_pylist(), start=1))
+        except (pa.ArrowException, OSError) as err:
+            raise InputError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
     rows: list[tuple[int, Any]] = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((number, json.loads(line)))
-            except json.JSONDecodeError as err:
-                rows.append((number, f"not valid JSON ({err.msg})"))
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                if line.strip():
+                    rows.append((number, parse_json_line(line)))
+    except (OSError, EOFError) as err:
+        raise InputError(f"{path}: cannot be read ({err})") from None
     return rows
 
 
@@ -47,17 +75,19 @@ def jsonl_objects(path: Path | str) -> Iterator[tuple[int, dict[str, Any]]]:
     all good: a line that is not a JSON object is an `InputError` naming the file and line."""
     path = Path(path)
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path}:{number}: expected a JSON object")
-            yield number, row
+    try:
+        with opener(path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                row = parse_json_line(line)
+                if isinstance(row, BadLine):
+                    raise InputError(f"{path}:{number}: {row}")
+                if not isinstance(row, dict):
+                    raise InputError(f"{path}:{number}: expected a JSON object")
+                yield number, row
+    except (OSError, EOFError) as err:
+        raise InputError(f"{path}: cannot be read ({err})") from None
 
 
 def read_records(path: Path | str, check: RowCheck, max_bad_fraction: float) -> list[dict[str, Any]]:
@@ -70,7 +100,9 @@ def read_records(path: Path | str, check: RowCheck, max_bad_fraction: float) -> 
     rows = _rows(path)
     unit = "row" if path.suffix == ".parquet" else "line"
     for number, row in rows:
-        problem = row if isinstance(row, str) else check(row) if isinstance(row, dict) else "not an object"
+        problem = (
+            row if isinstance(row, BadLine) else check(row) if isinstance(row, dict) else "not an object"
+        )
         if problem is None:
             good.append(row)
         else:

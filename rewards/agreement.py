@@ -119,7 +119,7 @@ def _num(x: float) -> str:
 
 def print_stats(config: LabelStatsConfig) -> list[CriterionAgreement]:
     """`align label stats`: print agreement per criterion for the store."""
-    store = PreferenceStore(config.store)
+    store = PreferenceStore(config.store, create=False)
     try:
         records = store.labels()
         report = agreement(records, config.criteria)

@@ -31,7 +31,7 @@ def verdict(score_a: float, score_b: float, tie_margin: float, bad_below: float)
 
 def judge_store(config: LabelJudgeConfig) -> int:
     """`align label judge`: label every comparison the judge has not labelled yet; returns labels written."""
-    store = PreferenceStore(config.store)
+    store = PreferenceStore(config.store, create=False)
     try:
         if store.role(config.annotator) is None:
             # Nobody logs in as the judge: its password is random and never shown.

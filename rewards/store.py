@@ -41,13 +41,16 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     make_url,
     select,
 )
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from align.errors import InputError
 from rewards.label_config import CRITERIA
+from rewards.messages import prompt_problem
 
 CHOICES = ("A", "B", "tie", "both_bad")
 """A label's answer per criterion, relative to the assignment's shown order."""
@@ -182,18 +185,11 @@ def verify_password(password: str, stored: str) -> bool:
 
 def check_messages(messages: Any, where: str) -> list[dict[str, str]]:
     """A prompt as a conversation: a string becomes one user turn; anything else must be messages."""
+    problem = prompt_problem(messages)
+    if problem is not None:
+        raise InputError(f"{where}: {problem}")
     if isinstance(messages, str):
         return [{"role": "user", "content": messages}]
-    ok = (
-        isinstance(messages, list)
-        and messages
-        and all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in messages
-        )
-    )
-    if not ok:
-        raise InputError(f"{where}: a prompt must be a string or a list of {{role, content}} messages")
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
@@ -221,18 +217,51 @@ def _sqlite_begin(connection: Any) -> None:
 class PreferenceStore:
     """All reads and writes of preference data; each writing method is one transaction."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, create: bool = True) -> None:
+        """Open the store at `url` (a SQLAlchemy URL). `create`: make it (and its tables) when it
+        does not exist; a command that only reads (export, stats) passes False, so a typo in the
+        URL is an error instead of a new, empty store."""
         self.url = url
-        if url.startswith("sqlite"):
-            database = make_url(url).database
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise InputError(f"store: {url!r} is not a database URL (e.g. sqlite:///labels.sqlite)") from None
+        if parsed.get_backend_name() == "sqlite":
+            database = parsed.database
             if database and database != ":memory:":
+                if not Path(database).is_file() and not create:
+                    raise InputError(f"store: {database} does not exist (no labels to read)")
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            try:
+                self.engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            except ModuleNotFoundError as err:
+                raise InputError(
+                    f"store: {url!r} needs the Python package {err.name!r}; install it"
+                ) from None
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True)
-        Base.metadata.create_all(self.engine)
+            try:
+                self.engine = create_engine(url, pool_pre_ping=True)
+            except (ModuleNotFoundError, ArgumentError) as err:
+                driver = getattr(err, "name", None) or parsed.drivername
+                raise InputError(
+                    f"store: {url!r} needs the database driver {driver!r}, which is not installed "
+                    "(PostgreSQL: pip install 'psycopg[binary]' and a postgresql+psycopg:// URL)"
+                ) from None
+        try:
+            if create:
+                Base.metadata.create_all(self.engine)
+            else:
+                missing = set(Base.metadata.tables) - set(inspect(self.engine).get_table_names())
+                if missing:
+                    raise InputError(f"store: {url} is not a label store (no table {sorted(missing)[0]!r})")
+        except DBAPIError as err:
+            self.engine.dispose()
+            reason = str(err.orig).splitlines()[0] if err.orig is not None else str(err).splitlines()[0]
+            raise InputError(
+                f"store: cannot open {url} ({reason}); is it a label store, and is the server up?"
+            ) from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

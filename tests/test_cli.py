@@ -46,7 +46,7 @@ def test_field_docstrings_appear_in_help():
 
 def test_unknown_key_in_recipe_is_one_line_exit_2(tmp_path):
     gguf = tmp_path / "m.gguf"
-    gguf.write_bytes(b"")
+    gguf.write_bytes(b"GGUF")
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"gguf_file: {gguf}\noutput_dir: {tmp_path / 'out'}\nlearning_rat: 1e-4\n")
     result = align("import-base", "--config", str(recipe))
@@ -58,7 +58,7 @@ def test_unknown_key_in_recipe_is_one_line_exit_2(tmp_path):
 
 def test_wrong_type_names_the_key_and_the_type(tmp_path):
     gguf = tmp_path / "m.gguf"
-    gguf.write_bytes(b"")
+    gguf.write_bytes(b"GGUF")
     result = align(
         "import-base", "--gguf_file", str(gguf), "--output_dir", str(tmp_path / "o"), "--overwrite", "maybe"
     )
@@ -68,7 +68,7 @@ def test_wrong_type_names_the_key_and_the_type(tmp_path):
 
 def test_literal_choice_lists_the_allowed_values(tmp_path):
     gguf = tmp_path / "m.gguf"
-    gguf.write_bytes(b"")
+    gguf.write_bytes(b"GGUF")
     result = align("import-base", "--gguf_file", str(gguf), "--output_dir", "o", "--dtype", "float8")
     assert result.returncode == 2
     assert "dtype: expected one of 'float32', 'bfloat16', got 'float8'" in result.stderr
@@ -112,7 +112,7 @@ def test_unknown_command_is_refused():
 
 def test_check_config_prints_the_resolved_config_and_runs_nothing(tmp_path):
     gguf = tmp_path / "m.gguf"
-    gguf.write_bytes(b"")
+    gguf.write_bytes(b"GGUF")
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
         f"run_dir: /elsewhere\npipeline: {{stages: []}}\nimport-base:\n  gguf_file: {gguf}\n  output_dir: ${{run_dir}}/base\n"
@@ -130,7 +130,7 @@ def test_section_picks_a_named_run_of_a_command(tmp_path):
     from align.pipeline import stage_command
 
     gguf = tmp_path / "m.gguf"
-    gguf.write_bytes(b"")
+    gguf.write_bytes(b"GGUF")
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
         f"run_dir: {tmp_path}\npipeline: {{stages: [import-base, import-base@second]}}\n"

@@ -26,7 +26,7 @@ def test_every_shipped_config_is_covered():
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
 def test_accelerate_config_dry_runs(config, tmp_path):
     gguf = tmp_path / "m.gguf"
-    gguf.write_bytes(b"")
+    gguf.write_bytes(b"GGUF")
     line = (
         f"accelerate launch --config_file {config} -m align.cli import-base "
         f"--gguf_file {gguf} --output_dir {tmp_path / 'out'}"

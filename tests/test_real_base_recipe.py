@@ -52,7 +52,7 @@ def test_labels_reward_model_and_both_rl_runs_come_out_of_the_recipe(real_base_r
 def test_every_section_of_the_full_recipe_validates(real_base_run: Path, tmp_path: Path):
     _, stages = planned_stages(PipelineConfig(recipe=RECIPE))
     gguf = tmp_path / "model.gguf"
-    gguf.write_bytes(b"")
+    gguf.write_bytes(b"GGUF")
     for stage in stages:
         path, section = stage_parts(stage)
         extra = ["--gguf_file", str(gguf)] if path == ["import-base"] else []

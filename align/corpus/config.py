@@ -11,6 +11,7 @@ from typing import Literal
 
 from align.config import check_exists, check_positive, check_range
 from align.errors import ConfigError
+from align.outputs import check_output_path, check_replaceable
 
 
 def _check_inputs(key: str, inputs: list[Path]) -> None:
@@ -32,6 +33,9 @@ class CorpusConfig:
     report (`report.md`, `report.json`, `report.png`) go; written under a temporary name, then renamed."""
     quality_model: Path | None = None
     """The scorer from `align corpus train-quality` (`quality.bin`); null skips the quality filter."""
+    overwrite: bool = False
+    """Replace an existing `output_dir` that an earlier `align corpus` did not write (one it did
+    write is replaced anyway)."""
     languages: list[str] = field(default_factory=lambda: ["en", "zh", "de", "ru", "es", "it", "fr", "ja"])
     """Keep documents whose detected language (ISO 639-1, fastText lid.176) is in this list."""
     min_language_score: float = 0.5
@@ -84,6 +88,8 @@ class CorpusConfig:
     def __post_init__(self) -> None:
         _check_inputs("inputs", self.inputs)
         check_exists("quality_model", self.quality_model)
+        check_output_path("output_dir", self.output_dir, [*self.inputs, self.quality_model])
+        check_replaceable("output_dir", self.output_dir, "corpus", self.overwrite)
         if not self.languages:
             raise ConfigError("languages: at least one language code is required (e.g. en, zh)")
         for key in ("min_language_score", "max_symbol_ratio", "min_alpha_word_ratio", "max_duplicate_line_chars",
@@ -132,6 +138,7 @@ class QualityTrainConfig:
 
     def __post_init__(self) -> None:
         _check_inputs("gold", self.gold)
+        check_output_path("output_dir", self.output_dir, [*self.gold, *self.negatives])
         for path in self.negatives:
             check_exists("negatives", path)
         check_range("holdout", self.holdout, 0.0, 0.5)
@@ -156,6 +163,7 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         _check_inputs("inputs", self.inputs)
+        check_output_path("output_dir", self.output_dir, self.inputs)
         check_range("vocab_size", self.vocab_size, 260)
         check_positive("min_frequency", self.min_frequency)
         if self.max_docs is not None:

@@ -28,6 +28,7 @@ from align.corpus.report import merge_counts, write_report
 from align.corpus.rules import RuleFilter, RuleThresholds
 from align.corpus.steps import ReadInputs, ReadShards, WriteShard
 from align.errors import InputError
+from align.outputs import MARKER, write_marker
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Finalize(PipelineStep):
             raise InputError("corpus: no documents in the inputs (every input file is empty)")
         (final / "dropped").mkdir(parents=True, exist_ok=True)
         write_report(report, final)
+        write_marker(final, "corpus")
         old = output.with_name(f".{output.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if output.exists():  # two renames: the output path always holds a complete corpus or nothing
@@ -59,6 +61,18 @@ class Finalize(PipelineStep):
         final.replace(output)
         shutil.rmtree(old, ignore_errors=True)
         yield from ()
+
+
+def check_usable(work: Path) -> None:
+    """After reading: at least one input document must be usable (a file of garbage is an error,
+    not an empty corpus)."""
+    (read,) = merge_counts(work / "counts", ["read"])["stages"]
+    if read["docs_out"]:
+        return
+    if not read["docs_in"]:
+        raise InputError("inputs: no documents (every input file is empty)")
+    reasons = ", ".join(f"{n} {reason}" for reason, n in read["dropped"].items())
+    raise InputError(f"inputs: none of the {read['docs_in']} input rows is a usable document ({reasons})")
 
 
 def stage_names(config: CorpusConfig) -> list[str]:
@@ -139,9 +153,17 @@ def run_corpus(config: CorpusConfig) -> Path:
         "corpus: %s executor, %d filter tasks, %d workers", config.executor, config.tasks, config.workers
     )
     if config.executor == "local":
-        for executor in executors:  # in order; each stage's shards are complete before the next reads them
-            executor.run()
-        shutil.rmtree(work)
+        try:
+            for (
+                executor
+            ) in executors:  # in order; each stage's shards are complete before the next reads them
+                executor.run()
+                if executor is executors[0]:
+                    check_usable(work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)  # nothing half-written is left behind
+        if not (output / MARKER).is_file():
+            raise InputError(f"corpus: a stage failed; see the logs above (nothing was written to {output})")
         log.info("corpus written to %s (report: %s)", output, output / "report.md")
     else:
         executors[-1].run()  # submits the chain; finalize renames the output when the cluster is done

@@ -149,6 +149,8 @@ class Benchmark:
 
 
 def _read_csv(path: Path, header: bool) -> Iterator[tuple[int, list[str]]]:
+    if not path.is_file():  # a benchmark folder missing a split's file: say which
+        raise InputError(f"{path}: file not found (the benchmark folder is incomplete)")
     with path.open(encoding="utf-8", newline="") as f:
         rows = csv.reader(f)
         if header:
@@ -183,6 +185,10 @@ def read_mmlu(root: Path) -> list[Subtask]:
     """MMLU (Hendrycks et al.): `test/{subject}_test.csv` and `dev/{subject}_dev.csv`, no header,
     columns question, A, B, C, D, answer letter."""
     subject_category = {s: c for c, subjects in MMLU_CATEGORIES.items() for s in subjects}
+    tested = {p.name.removesuffix("_test.csv") for p in (root / "test").glob("*_test.csv")}
+    untested = sorted({p.name.removesuffix("_dev.csv") for p in (root / "dev").glob("*_dev.csv")} - tested)
+    if untested:  # its category's score would silently leave it out
+        raise InputError(f"{root / 'test'}: no {untested[0]}_test.csv, though dev/ has that subject")
     subtasks = []
     for test in sorted((root / "test").glob("*_test.csv")):
         subject = test.name.removesuffix("_test.csv")

@@ -11,6 +11,7 @@ from typing import Literal
 
 from align.config import check_exists, check_positive, check_range
 from align.errors import ConfigError
+from align.outputs import check_output_path
 
 
 @dataclass
@@ -144,6 +145,10 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if not self.sources:
             raise ConfigError("sources: at least one source is required")
+        model_dir = Path(self.model) if Path(self.model).is_dir() else None
+        check_output_path(
+            "output_dir", self.output_dir, [model_dir, self.tokenizer, *(s.path for s in self.sources)]
+        )
         if not self.phases:
             raise ConfigError("phases: at least one phase is required")
         names = [s.name for s in self.sources]
