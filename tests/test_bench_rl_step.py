@@ -15,8 +15,7 @@ KEYS = ("trl_ratio", "tokens_per_s", "generation_share", "training_share")
 
 @pytest.mark.slow
 def test_rl_step_smoke_reports_positive_ratio_throughput_and_shares():
-    # Run directly, as documented: the script itself must dodge scripts/bench/rollouts.py
-    # shadowing the `rollouts` package.
+    # Run directly, as documented (`python scripts/bench/rl_step.py`).
     result = subprocess.run(
         [sys.executable, "scripts/bench/rl_step.py", "--smoke"],
         cwd=REPO,

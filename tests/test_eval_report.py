@@ -41,24 +41,60 @@ def latex_rows(tex: str) -> dict[str, list[str]]:
     return rows
 
 
+# The seed's tables, typed from the InternLM report: Table 4 (MMLU by category: Humanities, STEM,
+# Social Science, Others, Average) and Table 2 (MMLU, AGIEval, AGIEval (GK), C-Eval, GAOKAO).
+TABLE4 = {
+    "GLM-130B": [48.4, 39.8, 49.3, 48.1, 45.7],
+    "LLaMA-65B": [70.8, 52.2, 73.1, 63.9, 63.5],
+    "ChatGPT": [70.0, 57.4, 75.9, 71.4, 67.3],
+    "InternLM": [73.3, 55.0, 78.2, 68.5, 67.2],
+}
+TABLE2 = {
+    "GPT-4": [86.4, 56.4, 58.8, 68.7, None],
+    "GLM-130B": [44.8, 34.2, 38.1, 40.3, 22.4],
+    "LLaMA-65B": [63.5, 34.0, 32.7, 38.8, 19.0],
+    "ChatGPT": [67.3, 42.9, 45.8, 54.4, 51.3],
+    "InternLM": [67.2, 49.2, 57.3, 62.7, 65.6],
+}
+
+
+def test_the_references_are_the_seeds_tables_2_and_4():
+    from align.eval.report import read_references
+
+    models = read_references(REFERENCES)
+    for model, row in TABLE4.items():
+        mmlu = models[model]["mmlu"]
+        assert [mmlu[c] for c in COLUMNS] + [mmlu["overall"]] == row
+    for model, (mmlu, agieval, gk, ceval, gaokao) in TABLE2.items():
+        theirs = models[model]
+        # Table 2's MMLU is Table 4's average, except GLM-130B's (44.8 there, 45.7 in Table 4).
+        if model != "GLM-130B":
+            assert theirs["mmlu"]["overall"] == mmlu
+        assert [theirs["agieval"]["overall"], theirs["agieval_gk"]["overall"], theirs["ceval"]["overall"]] == [
+            agieval, gk, ceval
+        ]  # fmt: skip
+        assert theirs.get("gaokao", {}).get("overall") == gaokao
+
+
 def test_table4_latex_marks_best_bold_and_second_underlined(tmp_path):
     write_results(tmp_path)
     render_report(ReportConfig(output_dir=tmp_path))
     rows = latex_rows((tmp_path / "tables" / "mmlu.tex").read_text())
+    # GPT-4 has no per-category MMLU scores (Table 2 only): it stays out of Table 4.
     assert list(rows) == ["GLM-130B", "LLaMA-65B", "ChatGPT", "InternLM"]
-    # Columns: Humanities, STEM, Social Science, Other, Average.
+    # Columns: Humanities, STEM, Social Science, Other, Average; marks worked out by hand.
     assert rows["ChatGPT"] == [
-        r"\textbf{74.8}",
-        r"\textbf{57.6}",
-        r"\textbf{77.9}",
-        r"\underline{69.8}",
+        "70.0",
+        r"\textbf{57.4}",
+        r"\underline{75.9}",
+        r"\textbf{71.4}",
         r"\textbf{67.3}",
     ]
     assert rows["InternLM"] == [
-        r"\underline{69.3}", r"\underline{56.3}", r"\underline{75.1}", r"\textbf{70.4}", r"\underline{67.2}"
+        r"\textbf{73.3}", r"\underline{55.0}", r"\textbf{78.2}", r"\underline{68.5}", r"\underline{67.2}"
     ]  # fmt: skip
-    assert rows["GLM-130B"] == ["42.8", "36.7", "48.3", "48.6", "44.8"]
-    assert rows["LLaMA-65B"] == ["61.8", "51.7", "72.9", "67.4", "63.4"]
+    assert rows["LLaMA-65B"] == [r"\underline{70.8}", "52.2", "73.1", "63.9", "63.5"]
+    assert rows["GLM-130B"] == ["48.4", "39.8", "49.3", "48.1", "45.7"]
 
 
 def test_evaluated_checkpoints_join_the_reference_rows_with_the_same_marks(tmp_path):
@@ -70,7 +106,7 @@ def test_evaluated_checkpoints_join_the_reference_rows_with_the_same_marks(tmp_p
     render_report(ReportConfig(output_dir=tmp_path))
     markdown = (tmp_path / "tables" / "mmlu.md").read_text()
     assert "| sft | **99.0** | **99.0** | **99.0** | **99.0** | **99.0** |" in markdown
-    assert "| ChatGPT | <u>74.8</u> | <u>57.6</u> | <u>77.9</u> | 69.8 | <u>67.3</u> |" in markdown
+    assert "| ChatGPT | 70.0 | <u>57.4</u> | 75.9 | <u>71.4</u> | <u>67.3</u> |" in markdown
     overview = (tmp_path / "tables" / "overview.md").read_text()
     assert "| sft | **99.0** | **5.0** |" in overview
 

@@ -346,16 +346,28 @@ def read_gsm8k(root: Path) -> list[Subtask]:
     return [Subtask("gsm8k", splits)]
 
 
-def read_open_qa(path: Path) -> list[Subtask]:
-    """TriviaQA (question, answer {value, aliases}) or NQ-open (question, answer [...]) JSONL."""
+def _open_qa(path: Path, template: str) -> list[Subtask]:
+    """TriviaQA (question, answer {value, aliases}) or NQ-open (question, answer [...]) JSONL, the
+    question put into lm-eval's own prompt `template` exactly as its Jinja template does (the
+    question as stored, then `?`)."""
     rows = []
     for line, doc in _read_jsonl(path):
         answer = doc.get("answer")
         answers = answer.get("aliases") or [answer["value"]] if isinstance(answer, dict) else answer
-        if not answers:
-            raise InputError(f"{path}:{line}: no answer")
-        rows.append({"query": f"Question: {doc['question'].strip()}\nAnswer:", "answers": list(answers)})
+        if not answers or not isinstance(doc.get("question"), str):
+            raise InputError(f"{path}:{line}: needs a question and an answer")
+        rows.append({"query": template.format(question=doc["question"]), "answers": list(answers)})
     return [Subtask(path.stem.replace("-", "_"), {"test": rows})]
+
+
+def read_triviaqa(path: Path) -> list[Subtask]:
+    """TriviaQA, prompted as lm-eval's `triviaqa` task: `Question: {{question}}?\nAnswer:`."""
+    return _open_qa(path, "Question: {question}?\nAnswer:")
+
+
+def read_nq(path: Path) -> list[Subtask]:
+    """NQ-open, prompted as lm-eval's `nq_open` task: `Q: {{question}}?\nA:`."""
+    return _open_qa(path, "Q: {question}?\nA:")
 
 
 def read_humaneval(path: Path) -> list[Subtask]:
@@ -432,17 +444,18 @@ _MC = {
 }
 
 
-def _generative(until: list[str], max_gen_toks: int, metric_list: list[dict[str, Any]]) -> dict[str, Any]:
+def _generative(
+    until: list[str], max_gen_toks: int | None, metric_list: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A greedy generation task; `max_gen_toks` None leaves the cap to the model (lm-eval's 256)."""
+    generation = {"until": until, "do_sample": False, "temperature": 0.0}
+    if max_gen_toks is not None:
+        generation["max_gen_toks"] = max_gen_toks
     return {
         "output_type": "generate_until",
         "doc_to_text": "query",
         "doc_to_target": "answers",
-        "generation_kwargs": {
-            "until": until,
-            "do_sample": False,
-            "temperature": 0.0,
-            "max_gen_toks": max_gen_toks,
-        },
+        "generation_kwargs": generation,
         "metric_list": metric_list,
     }
 
@@ -451,6 +464,13 @@ _EXACT_MATCH = [
     {"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
      "ignore_case": True, "ignore_punctuation": True}
 ]  # fmt: skip
+
+
+_STRIP_ANSWER = {
+    "filter_list": [{"name": "remove_whitespace", "filter": [
+        {"function": "remove_whitespace"}, {"function": "take_first"}]}],
+    "target_delimiter": " ",
+}  # fmt: skip
 
 
 class Function(str):
@@ -496,13 +516,21 @@ BENCHMARKS: dict[str, Benchmark] = {
                  {"function": "take_first"}]}]},
             "exact_match",
         ),
+        # As lm-eval's own `triviaqa` and `nq_open` tasks (lm_eval/tasks/triviaqa/default.yaml,
+        # nq_open/nq_open.yaml): their prompts, the model's default cap on new tokens (256), and the filter
+        # that strips the answer's leading space before exact match (without it " Mars" != "Mars").
         Benchmark(
-            "triviaqa", "TriviaQA", read_open_qa,
-            {**_generative(["\n", ".", ","], 32, _EXACT_MATCH), "num_fewshot": 0}, "exact_match",
+            "triviaqa", "TriviaQA", read_triviaqa,
+            {**_generative(["\n", ".", ","], None, _EXACT_MATCH), **_STRIP_ANSWER, "num_fewshot": 0},
+            "exact_match",
         ),
         Benchmark(
-            "nq", "NaturalQuestions", read_open_qa,
-            {**_generative(["\n", ".", ","], 32, _EXACT_MATCH), "num_fewshot": 0}, "exact_match",
+            "nq", "NaturalQuestions", read_nq,
+            {**_generative(["\n", ".", ","], None, [{**_EXACT_MATCH[0], "regexes_to_ignore": [
+                "\\b(?:The |the |An |A |The |a |an )"]}]),
+             **_STRIP_ANSWER, "description": "Answer these questions:\n\n", "fewshot_delimiter": "\n",
+             "num_fewshot": 0},
+            "exact_match",
         ),
         Benchmark(
             "humaneval", "HumanEval", read_humaneval,

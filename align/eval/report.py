@@ -74,7 +74,9 @@ def build_tables(results: dict[str, Any], references: dict[str, dict[str, dict[s
         rows = {}
         for label, by_bench in scores.items():
             entry = by_bench.get(name)
-            if entry is not None:
+            # A reference row with no column of this table (GPT-4's MMLU is in Table 2 only) stays
+            # in the overview.
+            if entry is not None and (label in results["models"] or entry["columns"]):
                 rows[label] = [entry["columns"].get(c) for c in info["columns"]] + [entry["overall"]]
         higher = [info["higher_is_better"]] * (len(info["columns"]) + 1)
         tables.append(Table(name, info["title"], [*info["columns"], AVERAGE], rows, higher))

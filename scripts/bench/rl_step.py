@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-# sys.path[0] is this folder, whose rollouts.py would shadow the `rollouts` package.
+# The repository's packages first (a script's own folder is sys.path[0]).
 sys.path[0] = str(REPO)
 
 PHASES = ("generation", "scoring", "training", "sync")
@@ -263,7 +263,7 @@ def main() -> None:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # Idle OpenMP threads sleep instead of spinning (see rollouts.py); both sides run under it.
+    # Idle OpenMP threads sleep instead of spinning (see rollout_engines.py); both sides run under it.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     with tempfile.TemporaryDirectory() as tmp:

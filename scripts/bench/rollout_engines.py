@@ -4,7 +4,7 @@ Same models (random-init `tiny` and `m30` presets), same prompts, 64 new tokens,
 temperature 1, batch 1/16/64/256, both engines on every core. Prints tokens/s and the ratio
 vLLM/HF; the last line is `RESULT tiny_b64=.. tiny_b256=.. m30_b64=.. m30_b256=..`.
 
-    .venv/bin/python scripts/bench/rollouts.py [--presets tiny,m30] [--batches 1,16,64,256]
+    .venv/bin/python scripts/bench/rollout_engines.py [--presets tiny,m30] [--batches 1,16,64,256]
 """
 
 from __future__ import annotations
