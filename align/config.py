@@ -329,3 +329,19 @@ def check_exists(key: str, path: Path | str | None) -> None:
     """Reject a path that does not exist on disk (a file or a directory)."""
     if path is not None and not Path(path).exists():
         raise ConfigError(f"{key}: file not found: {path}")
+
+
+def check_file(key: str, path: Path | str | None) -> None:
+    """Reject a path that is missing or is not a file (a folder given for a data file)."""
+    if path is None:
+        return
+    check_exists(key, path)
+    if not Path(path).is_file():
+        raise ConfigError(f"{key}: {path} is not a file")
+
+
+def check_model_dir(key: str, path: Path | str) -> None:
+    """Reject a path that is not a `save_pretrained` model directory (no config.json in it)."""
+    check_exists(key, path)
+    if not (Path(path) / "config.json").is_file():
+        raise ConfigError(f"{key}: {path} is not a model directory (no config.json)")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from align.checkpoint import CHECKPOINTS_DIR
-from align.config import check_positive, check_range
+from align.config import check_file, check_model_dir, check_positive, check_range
 from align.errors import ConfigError
 from align.outputs import check_output_path
 
@@ -83,6 +83,9 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         check_output_path("output_dir", self.output_dir, [self.model, self.train_file, self.eval_file])
+        check_model_dir("model", self.model)
+        check_file("train_file", self.train_file)
+        check_file("eval_file", self.eval_file)
         check_range("eval_fraction", self.eval_fraction, 0.0, 0.9)
         check_range("max_bad_fraction", self.max_bad_fraction, 0.0, 1.0)
         check_range("lora_dropout", self.lora_dropout, 0.0, 1.0)

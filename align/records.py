@@ -121,6 +121,19 @@ def read_records(path: Path | str, check: RowCheck, max_bad_fraction: float) -> 
     return good
 
 
+def check_lengths(lengths: list[int], max_length: int, max_bad_fraction: float, what: str) -> int:
+    """How many of `lengths` exceed `max_length`, logged; more than `max_bad_fraction` of them (or
+    all) is an `InputError`. `what`: "FILE: training pairs", for the messages."""
+    over = sum(n > max_length for n in lengths)
+    if not over:
+        return 0
+    message = f"{what}: {over} of {len(lengths)} are longer than max_length={max_length} tokens (the longest: {max(lengths)})"
+    if over == len(lengths) or over > max_bad_fraction * len(lengths):
+        raise InputError(f"{message}; raise max_length or shorten them")
+    log.warning("%s", message)
+    return over
+
+
 def load_splits(
     train_file: Path | str,
     eval_file: Path | str | None,

@@ -15,7 +15,7 @@ from typing import Any
 from align.errors import InputError
 from align.finite import FiniteGradients
 from align.models import load_tokenizer
-from align.records import load_splits, read_records
+from align.records import check_lengths, load_splits, read_records
 from align.sft_config import SFTStageConfig
 from rewards.messages import turns_problem
 
@@ -110,6 +110,14 @@ def run_sft(config: SFTStageConfig) -> Path:
         check_conversation,
         config.max_bad_fraction,
     )
+    lengths = [
+        len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=False)) for r in train
+    ]
+    what = f"{config.train_file}: training conversations (cut to max_length)"
+    if config.truncate:
+        log.info("%s: %d", what, sum(n > config.max_length for n in lengths))
+    else:
+        check_lengths(lengths, config.max_length, config.max_bad_fraction, what)
     log.info("SFT on %d conversations, %d held out", len(train), len(held_out))
     model = AutoModelForCausalLM.from_pretrained(str(config.model), **config.model_kwargs())
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -230,7 +230,7 @@ def test_a_reply_turn_must_be_the_assistant(tmp_path):
 def test_pairs_longer_than_max_length_are_counted_and_refused(tiny_model_dir, tmp_path):
     result = align("rm", "--model", tiny_model_dir, "--train_file", PREFERENCES, "--output_dir", tmp_path / "rm",
                    "--max_length", 4)  # fmt: skip
-    assert_one_line_error(result, 1, "pairs are longer than max_length=4", "raise max_length")
+    assert_one_line_error(result, 1, "are longer than max_length=4", "raise max_length")
     assert not (tmp_path / "rm" / "model.safetensors").exists()
 
 

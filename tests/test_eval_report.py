@@ -142,3 +142,30 @@ def test_align_eval_report_rerenders_from_saved_results(tmp_path):
 def test_report_without_results_is_a_config_error(tmp_path, capsys):
     assert main(["eval", "report", "--output_dir", str(tmp_path)]) == 2
     assert "results.json not found" in capsys.readouterr().err
+
+
+def test_every_score_shows_its_n_and_standard_error(tmp_path):
+    from lm_eval.api.metrics import mean_stderr
+
+    from align.eval.run import share_stderr
+
+    # lm-eval's own standard error of a mean, on 40 questions of which 13 are right.
+    assert share_stderr(13 / 40, 40) == pytest.approx(100 * mean_stderr([1.0] * 13 + [0.0] * 27))
+    scores = {
+        "mmlu": {"overall": 32.5, "n": 40, "stderr": 7.5, "columns": dict.fromkeys(COLUMNS, 30.0),
+                 "columns_n": dict.fromkeys(COLUMNS, 10), "columns_stderr": dict.fromkeys(COLUMNS, 15.3)},
+        "gsm8k": {"overall": 5.0, "n": 20, "stderr": 5.0, "columns": {}, "columns_n": {}, "columns_stderr": {}},
+    }  # fmt: skip
+    write_results(tmp_path, {"sft": {"checkpoint": "x", "scores": scores}})
+    results = json.loads((tmp_path / "results.json").read_text())
+    results["benchmarks"]["mmlu"]["location"] = str(Path(__file__).parent / "fixtures" / "eval" / "mmlu")
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    render_report(ReportConfig(output_dir=tmp_path))
+    markdown = (tmp_path / "tables" / "mmlu.md").read_text()
+    assert "**MMLU (demo fixture, 40 questions)**" in markdown
+    assert "| Model | Humanities (n=10) | STEM (n=10) |" in markdown
+    assert "| sft | 30.0 ± 15.3 | 30.0 ± 15.3 | 30.0 ± 15.3 | 30.0 ± 15.3 | 32.5 ± 7.5 |" in markdown
+    assert "| InternLM | **73.3** |" in markdown  # published rows have no standard error
+    overview = (tmp_path / "tables" / "overview.md").read_text()
+    assert "MMLU (demo fixture, 40 questions) | GSM8K (20 questions)" in overview
+    assert r"32.5 $\pm$ 7.5" in (tmp_path / "tables" / "overview.tex").read_text()

@@ -84,6 +84,7 @@ def test_copies_of_a_pair_are_never_split_between_training_and_held_out(tmp_path
     path = _write(tmp_path / "prefs.jsonl", rows)
     model = tmp_path / "model"
     model.mkdir()
+    (model / "config.json").write_text("{}")
     config = RewardStageConfig(model=model, train_file=path, output_dir=tmp_path / "rm", eval_fraction=0.25)
     train, held = preference_splits(config)
     assert len(held) >= 30 and len(train) + len(held) == 120

@@ -26,7 +26,10 @@ def test_packed_labels_are_ignored_exactly_outside_assistant_turns(
     from align.sft_config import SFTStageConfig
 
     config = SFTStageConfig(
-        model=tiny_model_dir, train_file=tmp_path / "x.jsonl", output_dir=tmp_path, max_length=256
+        model=tiny_model_dir,
+        train_file=REPO / "data/tasks/sft_train.jsonl",
+        output_dir=tmp_path / "out",
+        max_length=256,
     )
     tokenizer = load_tokenizer(tiny_model_dir)
 

@@ -573,13 +573,15 @@ class RenderedTasks:
     """Benchmark name -> the lm-eval task or group that scores it as a whole."""
     columns: dict[str, dict[str, str]]
     """Benchmark name -> {lm-eval task/group name: column title} for its per-category table."""
+    leaves: dict[str, list[str]] = field(default_factory=dict)
+    """Task or group name -> the tasks that score its questions (a task: itself), to count them."""
 
 
 def render_tasks(benchmarks: dict[str, str], out_dir: Path) -> RenderedTasks:
     """Read each benchmark's files and write JSONL rows, task YAMLs and group YAMLs into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "utils.py").write_text(_UTILS, encoding="utf-8")
-    tasks, columns = {}, {}
+    tasks, columns, leaves = {}, {}, {}
     for name, location in benchmarks.items():
         bench = BENCHMARKS[name]
         path = Path(location)
@@ -608,22 +610,26 @@ def render_tasks(benchmarks: dict[str, str], out_dir: Path) -> RenderedTasks:
             }
             _write_yaml(out_dir / f"{task}.yaml", config)
             names.append((task, sub.category))
+            leaves[task] = [task]
         if bench.categories:
             groups = {}
             for category, title in bench.categories.items():
                 members = [t for t, c in names if c == category]
                 if members:
                     groups[f"{name}_{category}"] = title
+                    leaves[f"{name}_{category}"] = members
                     _write_group(out_dir, f"{name}_{category}", members, bench.metric)
             _write_group(out_dir, name, list(groups), bench.metric)
+            leaves[name] = [t for t, _ in names]
             tasks[name], columns[name] = name, groups
         elif len(names) > 1:
             _write_group(out_dir, name, [t for t, _ in names], bench.metric)
+            leaves[name] = [t for t, _ in names]
             tasks[name], columns[name] = name, {t: t.removeprefix(f"{name}_") for t, _ in names}
         else:
             tasks[name] = names[0][0]
         log.info("benchmark %s: %d task(s) in %s", name, len(names), out_dir)
-    return RenderedTasks(out_dir, tasks, columns)
+    return RenderedTasks(out_dir, tasks, columns, leaves)
 
 
 def _write_group(out_dir: Path, group: str, members: list[str], metric: str) -> None:

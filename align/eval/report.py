@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ class Table:
     columns: list[str]
     rows: dict[str, list[float | None]]
     higher_is_better: list[bool]
+    errors: dict[str, list[float | None]] = field(default_factory=dict)
+    """Standard errors of the rows' values, in points (published reference rows have none)."""
 
     def marks(self) -> dict[tuple[str, int], str]:
         """(row, column) -> 'best' or 'second', per column; ties share a mark."""
@@ -57,9 +59,22 @@ def read_references(path: Path) -> dict[str, dict[str, dict[str, float]]]:
     return models
 
 
+FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
+
+
+def benchmark_title(info: dict[str, Any], n: int | None) -> str:
+    """A benchmark's title with what its scores rest on: "MMLU (demo fixture, 8 questions)"."""
+    if n is None:
+        return info["title"]
+    location = info.get("location")
+    fixture = location is not None and FIXTURES in Path(location).resolve().parents
+    return f"{info['title']} ({'demo fixture, ' if fixture else ''}{n:,} questions)"
+
+
 def build_tables(results: dict[str, Any], references: dict[str, dict[str, dict[str, float]]]) -> list[Table]:
     """The per-benchmark tables (those with columns) and the overview table."""
     scores = {label: model["scores"] for label, model in results["models"].items()}
+    evaluated = list(scores)
     for label, benchmarks in references.items():
         scores.setdefault(label, {})
         for name, values in benchmarks.items():
@@ -71,35 +86,49 @@ def build_tables(results: dict[str, Any], references: dict[str, dict[str, dict[s
     for name, info in benchmarks.items():
         if not info["columns"]:
             continue
-        rows = {}
+        rows, errors = {}, {}
         for label, by_bench in scores.items():
             entry = by_bench.get(name)
             # A reference row with no column of this table (GPT-4's MMLU is in Table 2 only) stays
             # in the overview.
             if entry is not None and (label in results["models"] or entry["columns"]):
                 rows[label] = [entry["columns"].get(c) for c in info["columns"]] + [entry["overall"]]
+                column_errors = entry.get("columns_stderr", {})
+                errors[label] = [column_errors.get(c) for c in info["columns"]] + [entry.get("stderr")]
         higher = [info["higher_is_better"]] * (len(info["columns"]) + 1)
-        tables.append(Table(name, info["title"], [*info["columns"], AVERAGE], rows, higher))
+        counts = scores[evaluated[0]][name] if evaluated and name in scores[evaluated[0]] else {}
+        titles = [
+            f"{c} (n={counts['columns_n'][c]:,})" if c in counts.get("columns_n", {}) else c
+            for c in info["columns"]
+        ]
+        title = benchmark_title(info, counts.get("n"))
+        tables.append(Table(name, title, [*titles, AVERAGE], rows, higher, errors))
     names = list(benchmarks)
     overview = {
         label: [by_bench[n]["overall"] if n in by_bench else None for n in names]
         for label, by_bench in scores.items()
     }
+    overview_errors = {
+        label: [by_bench[n].get("stderr") if n in by_bench else None for n in names]
+        for label, by_bench in scores.items()
+    }
     higher = [benchmarks[n]["higher_is_better"] for n in names]
-    tables.append(
-        Table("overview", "All benchmarks", [benchmarks[n]["title"] for n in names], overview, higher)
-    )
+    first = scores[evaluated[0]] if evaluated else {}
+    titles = [benchmark_title(benchmarks[n], first.get(n, {}).get("n")) for n in names]
+    tables.append(Table("overview", "All benchmarks", titles, overview, higher, overview_errors))
     return tables
 
 
-def _cell(value: float | None, mark: str | None, latex: bool) -> str:
+def _cell(value: float | None, mark: str | None, latex: bool, error: float | None = None) -> str:
     if value is None:
         return "--" if latex else "–"
     text = f"{value:.1f}"
     if mark == "best":
-        return rf"\textbf{{{text}}}" if latex else f"**{text}**"
-    if mark == "second":
-        return rf"\underline{{{text}}}" if latex else f"<u>{text}</u>"
+        text = rf"\textbf{{{text}}}" if latex else f"**{text}**"
+    elif mark == "second":
+        text = rf"\underline{{{text}}}" if latex else f"<u>{text}</u>"
+    if error is not None:
+        text += rf" $\pm$ {error:.1f}" if latex else f" ± {error:.1f}"
     return text
 
 
@@ -113,7 +142,11 @@ def to_markdown(table: Table) -> str:
         "|---|" + "---:|" * len(table.columns),
     ]
     for label, row in table.rows.items():
-        cells = [_cell(v, marks.get((label, j)), latex=False) for j, v in enumerate(row)]
+        errors = table.errors.get(label) or [None] * len(row)
+        cells = [
+            _cell(v, marks.get((label, j)), False, e)
+            for j, (v, e) in enumerate(zip(row, errors, strict=True))
+        ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -142,7 +175,10 @@ def to_latex(table: Table) -> str:
         r"\hline",
     ]
     for label, row in table.rows.items():
-        cells = [_cell(v, marks.get((label, j)), latex=True) for j, v in enumerate(row)]
+        errors = table.errors.get(label) or [None] * len(row)
+        cells = [
+            _cell(v, marks.get((label, j)), True, e) for j, (v, e) in enumerate(zip(row, errors, strict=True))
+        ]
         lines.append(_latex_escape(label) + " & " + " & ".join(cells) + r" \\")
     lines += [
         r"\hline",
@@ -155,7 +191,7 @@ def to_latex(table: Table) -> str:
 
 
 def bar_chart(table: Table, path: Path) -> None:
-    """A grouped bar chart: one group per column, one bar per model."""
+    """A grouped bar chart: one group per column, one bar per model, ± one standard error."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,7 +202,9 @@ def bar_chart(table: Table, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(table.columns) + 2), 4))
     for i, label in enumerate(labels):
         xs = [j + i * width for j in range(len(table.columns))]
-        ax.bar(xs, [v if v is not None else 0.0 for v in table.rows[label]], width, label=label)
+        errors = [e if e is not None else 0.0 for e in table.errors.get(label) or [None] * len(xs)]
+        values = [v if v is not None else 0.0 for v in table.rows[label]]
+        ax.bar(xs, values, width, yerr=errors, capsize=2, label=label)
     ax.set_xticks([j + width * (len(labels) - 1) / 2 for j in range(len(table.columns))], table.columns)
     ax.set_ylabel("score (%)")
     ax.set_title(table.title)

@@ -11,6 +11,7 @@ import dataclasses
 import gc
 import json
 import logging
+import math
 import os
 import urllib.request
 from pathlib import Path
@@ -46,6 +47,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
                 "metric": BENCHMARKS[name].metric,
                 "higher_is_better": BENCHMARKS[name].higher_is_better,
                 "columns": list(rendered.columns.get(name, {}).values()),
+                "location": str(config.benchmarks[name]),
             }
             for name in rendered.tasks
         },
@@ -97,16 +99,34 @@ def metric_value(results: dict[str, Any], task: str, metric: str) -> float:
 
 
 def headline_scores(results: dict[str, Any], rendered: RenderedTasks) -> dict[str, dict[str, Any]]:
-    """Per benchmark: the overall score and the per-category/subject columns, in percent."""
+    """Per benchmark: the overall score and the per-category/subject columns, in percent, each with
+    the number of questions scored (`n`, `columns_n`) and a standard error (`stderr`,
+    `columns_stderr`, in points). Every metric here is a mean of 0/1 scores over the questions (a
+    group's is weighted by size, so the pooled share), so its standard error is lm-eval's for a mean,
+    the sample standard deviation over sqrt(n): sqrt(p(1-p)/(n-1))."""
     scores = {}
     for name, task in rendered.tasks.items():
         metric = BENCHMARKS[name].metric
-        columns = {
-            title: 100 * metric_value(results, sub, metric)
-            for sub, title in rendered.columns.get(name, {}).items()
-        }
-        scores[name] = {"overall": 100 * metric_value(results, task, metric), "columns": columns}
+        overall, n = metric_value(results, task, metric), questions(results, rendered, task)
+        entry: dict[str, Any] = {"overall": 100 * overall, "n": n, "stderr": share_stderr(overall, n)}
+        entry["columns"], entry["columns_n"], entry["columns_stderr"] = {}, {}, {}
+        for sub, title in rendered.columns.get(name, {}).items():
+            value, count = metric_value(results, sub, metric), questions(results, rendered, sub)
+            entry["columns"][title] = 100 * value
+            entry["columns_n"][title] = count
+            entry["columns_stderr"][title] = share_stderr(value, count)
+        scores[name] = entry
     return scores
+
+
+def questions(results: dict[str, Any], rendered: RenderedTasks, task: str) -> int:
+    """How many questions a task or group was scored on."""
+    return sum(int(results[leaf].get("sample_len", 0)) for leaf in rendered.leaves.get(task, [task]))
+
+
+def share_stderr(share: float, n: int) -> float | None:
+    """The standard error, in percentage points, of a share of n 0/1 scores (None for n < 2)."""
+    return 100 * math.sqrt(share * (1 - share) / (n - 1)) if n > 1 else None
 
 
 def _auth_header() -> dict[str, str]:
