@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from align.cli import main
 from align.eval.benchmarks import render_tasks
@@ -91,3 +92,36 @@ def test_generation_tasks_score_through_a_vllm_endpoint(vllm_server, tiny_model_
     # The endpoint greedy-decodes the same checkpoint, so it scores as lm-eval's hf model does.
     assert saved["models"]["served"]["scores"] == saved["models"]["local"]["scores"]
     assert saved["lm_eval"]["served"]["triviaqa"]["sample_len"] == 2
+
+
+@pytest.mark.slow
+def test_a_users_own_task_folder_is_scored_and_reported(tiny_model_dir, tmp_path):
+    """One multiple-choice and one generative task of the user's own, in lm-eval's YAML, scored
+    through `align eval` into the same tables as the built-in benchmarks."""
+    tasks = tmp_path / "my_tasks"
+    tasks.mkdir()
+    rows = [{"q": f"{a} + {b} =", "choices": [str(a + b), str(a + b + 1)], "gold": 0, "answer": str(a + b)}
+            for a, b in [(1, 2), (3, 4), (2, 2), (5, 1), (0, 7), (6, 2)]]  # fmt: skip
+    (tasks / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = {"dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(tasks / "sums.jsonl")}},
+              "test_split": "test", "doc_to_text": "{{q}}"}  # fmt: skip
+    (tasks / "sums_mc.yaml").write_text(yaml.safe_dump({
+        "task": "sums_mc", **common, "output_type": "multiple_choice", "doc_to_choice": "{{choices}}",
+        "doc_to_target": "gold", "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+    }))  # fmt: skip
+    (tasks / "sums_gen.yaml").write_text(yaml.safe_dump({
+        "task": "sums_gen", **common, "output_type": "generate_until", "doc_to_target": "answer",
+        "generation_kwargs": {"until": ["\n"], "do_sample": False, "max_gen_toks": 4},
+        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+    }))  # fmt: skip
+    out = tmp_path / "eval"
+    benchmarks = f"{{mmlu: {FIXTURES / 'mmlu'}, sums_mc: {tasks}, sums_gen: {tasks}}}"
+    args = ["eval", "--models", f"{{tiny: {tiny_model_dir}}}", "--backend", "hf", "--limit", "6"]
+    assert main([*args, "--benchmarks", benchmarks, "--output_dir", str(out)]) == 0
+    scores = json.loads((out / "results.json").read_text())["models"]["tiny"]["scores"]
+    assert set(scores) == {"mmlu", "sums_mc", "sums_gen"}
+    assert scores["sums_mc"]["n"] == 6 and 0 <= scores["sums_mc"]["overall"] <= 100
+    assert scores["sums_gen"]["n"] == 6
+    report, latex = (out / "report.md").read_text(), (out / "tables" / "overview.tex").read_text()
+    assert "sums_mc (6 questions)" in report and "sums_gen (6 questions)" in report
+    assert r"sums\_mc (6 questions)" in latex and r"sums\_gen (6 questions)" in latex

@@ -564,6 +564,18 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(Function, lambda dumper, value: dumper.represent_scalar("!function", str(value)))
 
 
+LM_EVAL_REGISTRY = "lm_eval"
+"""The location of a benchmark that is a task of lm-eval's own registry (one that runs offline)."""
+
+
+def benchmark_info(name: str) -> dict[str, Any]:
+    """Title, headline metric (None: the task's first) and direction of a benchmark or user task."""
+    bench = BENCHMARKS.get(name)
+    if bench is None:
+        return {"title": name, "metric": None, "higher_is_better": True}
+    return {"title": bench.title, "metric": bench.metric, "higher_is_better": bench.higher_is_better}
+
+
 @dataclass(frozen=True)
 class RenderedTasks:
     """What `render_tasks` wrote: the include folder and the task/group names per benchmark."""
@@ -575,6 +587,10 @@ class RenderedTasks:
     """Benchmark name -> {lm-eval task/group name: column title} for its per-category table."""
     leaves: dict[str, list[str]] = field(default_factory=dict)
     """Task or group name -> the tasks that score its questions (a task: itself), to count them."""
+    user_folders: list[Path] = field(default_factory=list)
+    """Folders of the user's own lm-eval task YAMLs, searched beside `include_path`."""
+    lm_eval_registry: bool = False
+    """Whether some benchmark is a task of lm-eval's own registry (`location: lm_eval`)."""
 
 
 def render_tasks(benchmarks: dict[str, str], out_dir: Path) -> RenderedTasks:
@@ -582,7 +598,15 @@ def render_tasks(benchmarks: dict[str, str], out_dir: Path) -> RenderedTasks:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "utils.py").write_text(_UTILS, encoding="utf-8")
     tasks, columns, leaves = {}, {}, {}
+    user_folders, registry = [], False
     for name, location in benchmarks.items():
+        if name not in BENCHMARKS:  # a user's task: lm-eval renders and scores it as it is
+            tasks[name] = name
+            if location == LM_EVAL_REGISTRY:
+                registry = True
+            elif Path(location).resolve() not in user_folders:
+                user_folders.append(Path(location).resolve())
+            continue
         bench = BENCHMARKS[name]
         path = Path(location)
         if location != HUMANEVAL_FILE and not path.exists():
@@ -629,7 +653,7 @@ def render_tasks(benchmarks: dict[str, str], out_dir: Path) -> RenderedTasks:
         else:
             tasks[name] = names[0][0]
         log.info("benchmark %s: %d task(s) in %s", name, len(names), out_dir)
-    return RenderedTasks(out_dir, tasks, columns, leaves)
+    return RenderedTasks(out_dir, tasks, columns, leaves, user_folders, registry)
 
 
 def _write_group(out_dir: Path, group: str, members: list[str], metric: str) -> None:

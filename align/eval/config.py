@@ -38,7 +38,9 @@ class EvalConfig:
     benchmarks: dict[str, str]
     """Benchmark -> its local files in the published format (a folder or a file; `builtin` for
     HumanEval's 164 shipped problems). Benchmarks: mmlu, ceval, agieval, gaokao, race, truthfulqa,
-    crows_pairs, gsm8k, triviaqa, nq, humaneval, mbpp, demo, instructions."""
+    crows_pairs, gsm8k, triviaqa, nq, humaneval, mbpp, demo, instructions. Any other name is your
+    own lm-eval task (or group): its location is the folder of task YAMLs that defines it (lm-eval's
+    `include_path`), or `lm_eval` for a task of lm-eval's own registry whose data is local."""
     output_dir: Path = Path("runs/eval")
     """Where results.json, the rendered lm-eval tasks, tables and charts are written."""
     backend: Literal["vllm", "hf"] = "vllm"
@@ -61,10 +63,15 @@ class EvalConfig:
             raise ConfigError("models: give at least one label: checkpoint")
         if not self.benchmarks:
             raise ConfigError("benchmarks: give at least one benchmark: path")
-        for name in self.benchmarks:
-            if name not in BENCHMARK_NAMES:
+        for name, location in self.benchmarks.items():
+            folder = Path(location)
+            if name in BENCHMARK_NAMES or location == "lm_eval":
+                continue
+            if not folder.is_dir() or not any(folder.rglob("*.yaml")):
                 raise ConfigError(
-                    f"benchmarks.{name}: unknown benchmark; allowed: {', '.join(BENCHMARK_NAMES)}"
+                    f"benchmarks.{name}: not a built-in benchmark ({', '.join(BENCHMARK_NAMES)}), so its "
+                    "location must be a folder of your own lm-eval task YAMLs that defines it, or "
+                    f"`lm_eval` for a task of lm-eval's registry; got {location!r}"
                 )
         for label, location in self.models.items():
             if not location.startswith(("http://", "https://")) and not Path(location).is_dir():

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from align.eval.benchmarks import BENCHMARKS, RenderedTasks, render_tasks
+from align.eval.benchmarks import RenderedTasks, benchmark_info, render_tasks
 from align.eval.config import EvalConfig, ReportConfig
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     saved = {
         "benchmarks": {
             name: {
-                "title": BENCHMARKS[name].title,
-                "metric": BENCHMARKS[name].metric,
-                "higher_is_better": BENCHMARKS[name].higher_is_better,
+                **benchmark_info(name),
                 "columns": list(rendered.columns.get(name, {}).values()),
                 "location": str(config.benchmarks[name]),
             }
@@ -76,7 +74,10 @@ def evaluate(
     out = lm_eval.simple_evaluate(
         model=lm,
         tasks=list(rendered.tasks.values()),
-        task_manager=TaskManager(include_path=str(rendered.include_path), include_defaults=False),
+        task_manager=TaskManager(
+            include_path=[str(p) for p in (rendered.include_path, *rendered.user_folders)],
+            include_defaults=rendered.lm_eval_registry,
+        ),
         limit=limit,
         log_samples=log_samples,
         bootstrap_iters=0,
@@ -89,11 +90,19 @@ def evaluate(
     return out
 
 
-def metric_value(results: dict[str, Any], task: str, metric: str) -> float:
-    """A task's metric from lm-eval results, whatever filter it ran under (`acc,none`, `exact_match,strict-match`)."""
+def metric_value(results: dict[str, Any], task: str, metric: str | None) -> float:
+    """A task's metric from lm-eval results, whatever filter it ran under (`acc,none`,
+    `exact_match,strict-match`); `metric` None: the task's first (a user's own task)."""
     entry = results[task]
     for key, value in entry.items():
-        if key.split(",")[0] == metric and not key.endswith("_stderr") and isinstance(value, int | float):
+        if (
+            "," not in key
+            or "_stderr" in key
+            or not isinstance(value, int | float)
+            or isinstance(value, bool)
+        ):
+            continue
+        if metric is None or key.split(",")[0] == metric:
             return float(value)
     raise KeyError(f"{task}: no {metric} in lm-eval results ({', '.join(entry)})")
 
@@ -106,7 +115,7 @@ def headline_scores(results: dict[str, Any], rendered: RenderedTasks) -> dict[st
     the sample standard deviation over sqrt(n): sqrt(p(1-p)/(n-1))."""
     scores = {}
     for name, task in rendered.tasks.items():
-        metric = BENCHMARKS[name].metric
+        metric = benchmark_info(name)["metric"]
         overall, n = metric_value(results, task, metric), questions(results, rendered, task)
         entry: dict[str, Any] = {"overall": 100 * overall, "n": n, "stderr": share_stderr(overall, n)}
         entry["columns"], entry["columns_n"], entry["columns_stderr"] = {}, {}, {}
