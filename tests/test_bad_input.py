@@ -338,3 +338,25 @@ def test_config_loading_survives_random_values():
         )
         with pytest.raises(ConfigError):
             build(PPOConfig, values)  # `policy: x` does not exist, so every config fails, but cleanly
+
+
+def test_a_parquet_input_without_text_is_refused_at_the_door(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"body": ["no text column"]}), tmp_path / "x.parquet")
+    result = align(
+        "corpus", "--inputs", tmp_path / "x.parquet", "--output_dir", tmp_path / "out", "--check_config"
+    )
+    assert_one_line_error(result, 2, "x.parquet has no `text` column")
+
+
+def test_an_output_the_file_system_refuses_is_one_line(tmp_path):
+    # As root a read-only folder is still writable; a file where a folder must be is refused to anyone.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    result = align(
+        "corpus", "--inputs", FORTUNES, "--output_dir", blocker / "out", "--tasks", 1, "--workers", 1
+    )
+    assert_one_line_error(result, 1, "blocker")
+    assert blocker.read_text() == "a file, not a folder"

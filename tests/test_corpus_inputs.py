@@ -60,16 +60,10 @@ def test_a_failed_run_leaves_the_previous_output_intact_and_nothing_complete_loo
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"body": ["no text column"]}), tmp_path / "broken.parquet")
-    with pytest.raises(InputError, match="broken.parquet: no `text` column"):
+    with pytest.raises(ConfigError, match="broken.parquet has no `text` column"):  # at the door
         run_corpus(small_config(tmp_path, [good, tmp_path / "broken.parquet"]))
     assert (out / "data" / "00000.jsonl").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        ".out.partial",
-        "broken.parquet",
-        "good.jsonl",
-        "out",
-    ]
-    assert not (tmp_path / ".out.partial" / "final" / "report.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.parquet", "good.jsonl", "out"]
 
 
 def test_inputs_without_any_document_are_an_input_error(tmp_path):

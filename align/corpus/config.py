@@ -19,6 +19,24 @@ def _check_inputs(key: str, inputs: list[Path]) -> None:
         raise ConfigError(f"{key}: at least one input file or directory is required")
     for path in inputs:
         check_exists(key, path)
+        parquet = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+        for file in (p for p in parquet if p.suffix == ".parquet"):
+            _check_parquet(key, file)
+
+
+def _check_parquet(key: str, path: Path) -> None:
+    """A Parquet input must be readable and have a `text` column (its schema, not its rows)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except (pa.ArrowException, OSError) as err:
+        raise ConfigError(
+            f"{key}: {path} is not a readable Parquet file ({str(err).splitlines()[0]})"
+        ) from None
+    if "text" not in names:
+        raise ConfigError(f"{key}: {path} has no `text` column (columns: {', '.join(names)})")
 
 
 @dataclass
