@@ -32,6 +32,10 @@ class FinetuneConfig:
     """Fraction of `train_file` held out for evaluation when no `eval_file` is given."""
     max_length: int = 512
     """Longest tokenised sequence (with packing: the packed row length)."""
+    truncate: bool = False
+    """Accept examples longer than `max_length`: SFT trains on their first `max_length` tokens, the
+    reward model leaves such pairs out (TRL's RewardTrainer cannot cut a pair). Otherwise they are
+    counted, and more than `max_bad_fraction` of them refuses the data."""
     epochs: float = 1.0
     """Passes over the training data (ignored when `max_steps` > 0)."""
     max_steps: int = -1

@@ -16,8 +16,12 @@ MARKER = ".align-output.json"
 """Written into an output directory a stage replaces as a whole: `{"stage": ...}`."""
 
 
-def check_output_path(key: str, output: Path, inputs: Iterable[Path | None]) -> None:
-    """`output` must not be an existing file, an input, inside an input directory, or around an input."""
+def check_output_path(
+    key: str, output: Path, inputs: Iterable[Path | None], replaces_output: bool = False
+) -> None:
+    """`output` must not be an existing file or an input. A stage that replaces its output folder
+    whole or reads its input folders recursively (`replaces_output`) also may not write around an
+    input, nor inside an input folder (a rerun would read its own output)."""
     resolved = Path(output).resolve()
     if resolved.is_file():
         raise ConfigError(f"{key}: {output} is an existing file; give a directory path")
@@ -25,9 +29,9 @@ def check_output_path(key: str, output: Path, inputs: Iterable[Path | None]) -> 
         if given is None:
             continue
         source = Path(given).resolve()
-        if resolved == source or resolved in source.parents:
+        if resolved == source or (replaces_output and resolved in source.parents):
             raise ConfigError(f"{key}: {output} holds the input {given}; write somewhere else")
-        if source in resolved.parents and source.is_dir():
+        if replaces_output and source in resolved.parents and source.is_dir():
             raise ConfigError(
                 f"{key}: {output} lies inside the input directory {given}; write somewhere else"
             )

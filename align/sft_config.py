@@ -22,9 +22,6 @@ class SFTStageConfig(FinetuneConfig):
     """Peak learning rate (AdamW)."""
     packing: bool = True
     """Pack conversations into rows of `max_length` tokens (best-fit, padding-free)."""
-    truncate: bool = False
-    """Train on the first `max_length` tokens of longer conversations. Otherwise they are counted,
-    and more than `max_bad_fraction` of them refuses the data."""
     assistant_only_loss: bool = True
     """Train only on assistant turns (the chat template's generation markers); else on every token."""
     accuracy_prompts: Path | None = None

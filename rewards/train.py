@@ -14,10 +14,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from align.errors import InputError
 from align.finite import FiniteGradients
 from align.models import load_tokenizer
-from align.records import load_splits
+from align.records import check_lengths, load_splits
 from rewards.label_config import CRITERIA
 from rewards.messages import CHAT_ROLES, turns_problem
 from rewards.model import build_reward_model, score
@@ -123,18 +122,12 @@ def fitting_pairs(
     """The pairs within `max_length` tokens. TRL's trainer would drop the others without a word;
     here they are counted, and more than `max_bad_fraction` of them refuses the data."""
     lengths = [pair_length(tokenizer, p) for p in pairs]
-    kept = [p for p, n in zip(pairs, lengths, strict=True) if n <= config.max_length]
-    dropped = len(pairs) - len(kept)
-    if not dropped:
-        return kept
-    message = (
-        f"{config.train_file}: {dropped} of {len(pairs)} {split} pairs are longer than max_length="
-        f"{config.max_length} tokens (the longest: {max(lengths)})"
-    )
-    if not kept or dropped > config.max_bad_fraction * len(pairs):
-        raise InputError(f"{message}; raise max_length or shorten them")
-    log.warning("%s; they are left out", message)
-    return kept
+    what = f"{config.train_file}: {split} pairs (left out)"
+    if config.truncate:
+        log.info("%s: %d", what, sum(n > config.max_length for n in lengths))
+    else:
+        check_lengths(lengths, config.max_length, config.max_bad_fraction, what)
+    return [p for p, n in zip(pairs, lengths, strict=True) if n <= config.max_length]
 
 
 def run_reward_training(config: RewardStageConfig) -> Path:

@@ -18,7 +18,7 @@ REPO = FIXTURES.parents[2]
 def test_unknown_benchmark_is_rejected_naming_the_key(tiny_model_dir, capsys):
     code = main(["eval", "--models", f"{{m: {tiny_model_dir}}}", "--benchmarks", "{mmlu2: x}"])
     assert code == 2
-    assert "benchmarks.mmlu2: unknown benchmark" in capsys.readouterr().err
+    assert "benchmarks.mmlu2: not a built-in benchmark" in capsys.readouterr().err
 
 
 def test_missing_checkpoint_is_rejected(tmp_path, capsys):

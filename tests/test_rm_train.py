@@ -46,6 +46,7 @@ def test_two_runs_of_one_config_train_the_same_reward_model(tiny_model_dir: Path
                 train_file=tmp_path / "prefs.jsonl",
                 output_dir=tmp_path / run,
                 max_length=128,
+                truncate=True,
                 batch_size=8,
                 max_steps=1,
             )
@@ -73,6 +74,7 @@ def test_lora_reward_model_resumes_reports_per_criterion_and_reloads(
             output_dir=tmp_path / "rm",
             eval_fraction=0.25,
             max_length=128,
+            truncate=True,
             batch_size=8,
             max_steps=max_steps,
             save_steps=2,

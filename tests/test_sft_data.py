@@ -128,7 +128,7 @@ def test_sft_skips_bad_rows_and_names_file_and_line(tmp_path: Path, caplog: pyte
         rows = read_records(path, check_conversation, max_bad_fraction=0.1)
     assert len(rows) == 30
     assert f"{path}:31: no assistant turn" in caplog.text
-    assert f"{path}:32: message 1: empty" in caplog.text
+    assert f"{path}:32: 'messages' turn 1: empty" in caplog.text
     assert f"{path}:33: not valid JSON" in caplog.text
 
 

@@ -44,6 +44,7 @@ def test_lora_sft_resumes_and_saves_an_adapter_peft_reloads(
             eval_file=head("sft_eval.jsonl", 16, tmp_path / "eval.jsonl"),
             output_dir=tmp_path / "sft",
             max_length=128,
+            truncate=True,
             batch_size=4,
             max_steps=max_steps,
             save_steps=2,
@@ -77,7 +78,18 @@ def test_sft_then_rm_run_on_two_cpu_processes(tiny_model_dir: Path, tmp_path: Pa
         "-m",
         "align.cli",
     ]
-    common = ["--max_length", "128", "--batch_size", "4", "--max_steps", "2", "--eval_steps", "2"]
+    common = [
+        "--max_length",
+        "128",
+        "--truncate",
+        "true",
+        "--batch_size",
+        "4",
+        "--max_steps",
+        "2",
+        "--eval_steps",
+        "2",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     sft = [
         *launch,

@@ -106,7 +106,9 @@ class CorpusConfig:
     def __post_init__(self) -> None:
         _check_inputs("inputs", self.inputs)
         check_exists("quality_model", self.quality_model)
-        check_output_path("output_dir", self.output_dir, [*self.inputs, self.quality_model])
+        check_output_path(
+            "output_dir", self.output_dir, [*self.inputs, self.quality_model], replaces_output=True
+        )
         check_replaceable("output_dir", self.output_dir, "corpus", self.overwrite)
         if not self.languages:
             raise ConfigError("languages: at least one language code is required (e.g. en, zh)")
@@ -156,7 +158,7 @@ class QualityTrainConfig:
 
     def __post_init__(self) -> None:
         _check_inputs("gold", self.gold)
-        check_output_path("output_dir", self.output_dir, [*self.gold, *self.negatives])
+        check_output_path("output_dir", self.output_dir, [*self.gold, *self.negatives], replaces_output=True)
         for path in self.negatives:
             check_exists("negatives", path)
         check_range("holdout", self.holdout, 0.0, 0.5)
@@ -181,7 +183,7 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         _check_inputs("inputs", self.inputs)
-        check_output_path("output_dir", self.output_dir, self.inputs)
+        check_output_path("output_dir", self.output_dir, self.inputs, replaces_output=True)
         check_range("vocab_size", self.vocab_size, 260)
         check_positive("min_frequency", self.min_frequency)
         if self.max_docs is not None:

@@ -349,7 +349,7 @@ def finetune_fields(sizes: Sizes, work: Path, stage: str) -> dict:
     never = 10**6  # no evaluation, checkpoint or log inside the timed steps
     return dict(
         model=chat_model(work)[0], train_file=work.parent / f"{stage}_train.jsonl",
-        eval_file=work.parent / f"{stage}_eval.jsonl", output_dir=work / "out", max_length=sizes.max_length,
+        eval_file=work.parent / f"{stage}_eval.jsonl", output_dir=work / "out", max_length=sizes.max_length, truncate=True,
         batch_size=sizes.finetune_batch_size, max_steps=sizes.finetune_steps, eval_steps=never,
         save_steps=never, logging_steps=never, resume=False, dtype=sizes.dtype, report_to=["none"],
     )  # fmt: skip
