@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from align.errors import InputError
 from align.finite import FiniteGradients
 from align.models import load_tokenizer
 from align.records import check_lengths, load_splits
@@ -127,7 +128,10 @@ def fitting_pairs(
         log.info("%s: %d", what, sum(n > config.max_length for n in lengths))
     else:
         check_lengths(lengths, config.max_length, config.max_bad_fraction, what)
-    return [p for p, n in zip(pairs, lengths, strict=True) if n <= config.max_length]
+    kept = [p for p, n in zip(pairs, lengths, strict=True) if n <= config.max_length]
+    if not kept:
+        raise InputError(f"{what}: none of the {len(pairs)} fits max_length={config.max_length} tokens")
+    return kept
 
 
 def run_reward_training(config: RewardStageConfig) -> Path:
@@ -139,7 +143,6 @@ def run_reward_training(config: RewardStageConfig) -> Path:
     tokenizer = load_tokenizer(config.model)
     train, held_out = preference_splits(config)
     train = fitting_pairs(train, tokenizer, config, "training")
-    held_out = fitting_pairs(held_out, tokenizer, config, "held-out")
     log.info("reward model on %d pairs, %d held out", len(train), len(held_out))
     contradicting = contradicting_rows(train + held_out)
     if contradicting:
