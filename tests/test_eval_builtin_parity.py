@@ -1,11 +1,11 @@
 """TriviaQA and NQ are scored as lm-eval's own built-in tasks score them.
 
 lm-eval's `triviaqa` and `nq_open` task YAMLs are loaded from the installed package with only their
-dataset swapped for local files, and run beside the suite's tasks on the same questions. The model
-is a stand-in that answers each question with a fixed string, most of them with the leading space
-real models produce (" Mars"): what is under test is the tasks' prompts, filters and metrics, which
-must turn those answers into the same per-item results and score as lm-eval's, and into the score
-worked out by hand.
+dataset swapped for local files, and run beside the suite's tasks on the same questions, with
+lm-eval's own `hf` model on the tiny checkpoint. The gold answers are the model's own greedy replies
+(which begin with a space, as real models' do) for half the questions: the tasks' prompts, filters
+and metrics must give the same per-item results and score as lm-eval's, and the score worked out
+by hand.
 """
 
 from __future__ import annotations
@@ -18,39 +18,16 @@ import yaml
 
 from align.eval.benchmarks import render_tasks
 
-QUESTIONS = [  # question, gold answers, the stand-in model's answer, correct by hand
-    ("Which planet is known as the Red Planet", ["Mars", "Planet Mars"], " Mars", True),
-    ("What is the capital of France?", ["Paris"], " paris", True),
-    ("Who wrote Hamlet", ["William Shakespeare", "Shakespeare"], " Shakespeare", True),
-    ("What is the largest ocean", ["Pacific Ocean", "the Pacific"], " the Pacific", True),
-    ("What gas do plants absorb", ["Carbon dioxide", "CO2"], " Oxygen", False),
-    ("How many legs has a spider", ["8", "eight"], "Eight", True),
-    ("What is frozen water called", ["Ice"], " Ice cubes", False),
-    ("Which metal is liquid at room temperature", ["Mercury"], "  Mercury", True),
+QUESTIONS = [
+    "Which planet is known as the Red Planet",
+    "What is the capital of France?",
+    "Who wrote Hamlet",
+    "What is the largest ocean",
+    "What gas do plants absorb",
+    "How many legs has a spider",
+    "What is frozen water called",
+    "Which metal is liquid at room temperature",
 ]
-
-
-class AnswerLM:
-    """Answers a question found in the prompt with its fixed reply (generation only)."""
-
-    def __new__(cls, replies: dict[str, str]):
-        from lm_eval.api.model import LM
-
-        class _AnswerLM(LM):
-            def generate_until(self, requests):
-                out = []
-                for request in requests:
-                    context = request.args[0]
-                    out.append(next(reply for question, reply in replies.items() if question in context))
-                return out
-
-            def loglikelihood(self, requests):
-                raise NotImplementedError
-
-            def loglikelihood_rolling(self, requests):
-                raise NotImplementedError
-
-        return _AnswerLM()
 
 
 def builtin_task(name: str, yaml_path: str, data_file: Path, out_dir: Path) -> str:
@@ -69,12 +46,14 @@ def builtin_task(name: str, yaml_path: str, data_file: Path, out_dir: Path) -> s
     return f"builtin_{name}"
 
 
-def run(lm, include_path: Path, task: str) -> dict:
+def run(model_dir: Path, include_path: Path, task: str) -> dict:
+    """lm-eval's own `hf` model on the real checkpoint, greedy."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     return lm_eval.simple_evaluate(
-        model=lm,
+        model="hf",
+        model_args=f"pretrained={model_dir},dtype=float32,device=cpu",
         tasks=[task],
         task_manager=TaskManager(include_path=str(include_path), include_defaults=False),
         log_samples=True,
@@ -82,28 +61,76 @@ def run(lm, include_path: Path, task: str) -> dict:
     )
 
 
+def write_questions(path: Path, name: str, golds: list[str]) -> None:
+    with path.open("w") as f:
+        for question, gold in zip(QUESTIONS, golds, strict=True):
+            answer = {"value": gold, "aliases": [gold]} if name == "triviaqa" else [gold]
+            f.write(json.dumps({"question": question, "answer": answer}) + "\n")
+
+
 @pytest.mark.parametrize(
     ("name", "yaml_path"), [("triviaqa", "triviaqa/default.yaml"), ("nq", "nq_open/nq_open.yaml")]
 )
-def test_scores_equal_lm_evals_builtin_task(tmp_path, name, yaml_path):
-    data = tmp_path / f"{name}.jsonl"
-    with data.open("w") as f:
-        for question, answers, _, _ in QUESTIONS:
-            answer = {"value": answers[0], "aliases": answers} if name == "triviaqa" else answers
-            f.write(json.dumps({"question": question, "answer": answer}) + "\n")
-    ours_dir, theirs_dir = tmp_path / "ours", tmp_path / "theirs"
+def test_scores_equal_lm_evals_builtin_task(tiny_model_dir, tmp_path, name, yaml_path):
+    # The model's own greedy replies, through lm-eval's built-in task, become the gold answers of
+    # half the questions; the rest get an answer it did not give. A right score is then known.
+    theirs_dir, ours_dir = tmp_path / "theirs", tmp_path / "ours"
     theirs_dir.mkdir()
-    render_tasks({name: str(data)}, ours_dir)
+    data = tmp_path / f"{name}.jsonl"
+    write_questions(data, name, ["-"] * len(QUESTIONS))
     theirs_task = builtin_task(name, yaml_path, data, theirs_dir)
-    lm = AnswerLM({q: reply for q, _, reply, _ in QUESTIONS})
-    ours, theirs = run(lm, ours_dir, name), run(lm, theirs_dir, theirs_task)
+    replies = [s["resps"][0][0] for s in run(tiny_model_dir, theirs_dir, theirs_task)["samples"][theirs_task]]
+    golds = [r.strip() if k % 2 == 0 and r.strip() else "zz-not-said" for k, r in enumerate(replies)]
+    write_questions(data, name, golds)
 
+    render_tasks({name: str(data)}, ours_dir)
+    ours, theirs = run(tiny_model_dir, ours_dir, name), run(tiny_model_dir, theirs_dir, theirs_task)
     mine, reference = ours["samples"][name], theirs["samples"][theirs_task]
     assert [s["arguments"] for s in mine] == [s["arguments"] for s in reference]  # the same prompts
     assert [s["filtered_resps"] for s in mine] == [s["filtered_resps"] for s in reference]
     assert [s["exact_match"] for s in mine] == [s["exact_match"] for s in reference]
     score = ours["results"][name]["exact_match,remove_whitespace"]
     assert score == theirs["results"][theirs_task]["exact_match,remove_whitespace"]
-    # By hand: a leading space is no mistake; "Ice cubes" is not "Ice"; NQ also ignores articles
-    # ("the Pacific" matches "Pacific Ocean"'s alias either way here).
-    assert score == pytest.approx(sum(correct for *_, correct in QUESTIONS) / len(QUESTIONS))
+    said = sum(g != "zz-not-said" for g in golds)
+    assert said > 0 and score == pytest.approx(said / len(QUESTIONS))
+
+
+SPACED = [  # a reply as models give it (after a space), its gold answers, right by hand
+    (" Mars", ["Mars", "Planet Mars"], True),
+    (" paris", ["Paris"], True),
+    ("  Mercury", ["Mercury"], True),
+    (" the Pacific", ["Pacific Ocean", "the Pacific"], True),
+    (" Ice cubes", ["Ice"], False),
+    ("Eight", ["8", "eight"], True),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "yaml_path"), [("triviaqa", "triviaqa/default.yaml"), ("nq", "nq_open/nq_open.yaml")]
+)
+def test_answers_after_a_space_are_scored_right(tmp_path, name, yaml_path):
+    """lm-eval's own filters and exact match, configured by our task and by lm-eval's built-in one,
+    on replies that begin with a space (the tiny test model gives none of its own)."""
+    from lm_eval.tasks import TaskManager
+
+    data = tmp_path / f"{name}.jsonl"
+    with data.open("w") as f:
+        for k, (_, answers, _) in enumerate(SPACED):
+            answer = {"value": answers[0], "aliases": answers} if name == "triviaqa" else answers
+            f.write(json.dumps({"question": f"Question {k}", "answer": answer}) + "\n")
+    ours_dir, theirs_dir = tmp_path / "ours", tmp_path / "theirs"
+    theirs_dir.mkdir()
+    render_tasks({name: str(data)}, ours_dir)
+    theirs_task = builtin_task(name, yaml_path, data, theirs_dir)
+    for folder, task_name in ((ours_dir, name), (theirs_dir, theirs_task)):
+        task = TaskManager(include_path=str(folder), include_defaults=False).load_task_or_group([task_name])[
+            task_name
+        ]
+        docs = list(task.eval_docs)
+        responses = [[reply] for reply, _, _ in SPACED]
+        for step in task._filters[0].filters:
+            responses = list(step().apply(responses, docs))
+        scores = [
+            task.process_results(doc, [r])["exact_match"] for doc, r in zip(docs, responses, strict=True)
+        ]
+        assert scores == [float(right) for *_, right in SPACED], task_name
