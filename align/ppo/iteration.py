@@ -59,12 +59,10 @@ class PPORun:
         """The policy's weights into the engine. Each process's in-process engine takes them; a
         server shared by every process takes one push, from the main process, and the others
         wait for it before they generate again."""
-        if not self.engine_is_shared:
+        if not self.engine_is_shared or self.accelerator.is_main_process:
             self.engine.load_weights(engine_weights(self.accelerator.unwrap_model(policy)))
-            return
-        if self.accelerator.is_main_process:
-            self.engine.load_weights(engine_weights(self.accelerator.unwrap_model(policy)))
-        self.accelerator.wait_for_everyone()
+        if self.engine_is_shared:
+            self.accelerator.wait_for_everyone()
 
     @property
     def engine_is_shared(self) -> bool:
