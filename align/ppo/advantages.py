@@ -28,14 +28,20 @@ class Estimator:
     """Reads the critic's values (PPO proper)."""
     needs_groups: bool = False
     """Compares the completions of one prompt with each other (samples_per_prompt >= 2)."""
+    kl_penalty: str = "reward"
+    """Where the KL to the reference goes unless the config says (`PPOConfig.kl_penalty`)."""
+    whiten_advantages: bool = True
+    """Whether advantages are whitened over the batch unless the config says."""
+    loss_aggregation: str = "token-mean"
+    """How per-token losses are aggregated unless the config says (`losses.LOSS_AGGREGATIONS`)."""
 
 
 ESTIMATORS: dict[str, Estimator] = {}
 
 
-def register(name: str, needs_critic: bool = False, needs_groups: bool = False) -> Callable:
+def register(name: str, needs_critic: bool = False, needs_groups: bool = False, **defaults) -> Callable:
     def add(fn: Callable) -> Callable:
-        ESTIMATORS[name] = Estimator(fn, needs_critic, needs_groups)
+        ESTIMATORS[name] = Estimator(fn, needs_critic, needs_groups, **defaults)
         return fn
 
     return add
@@ -112,7 +118,16 @@ def rloo_advantages(token_rewards, scores, values, mask, group_size, gamma, lam)
     return returns, returns
 
 
-@register("grpo", needs_groups=True)
+# GRPO as DeepSeek defined it (Shao et al. 2024, eq. 3): the KL to the reference is a β·k3 term of
+# the loss, each sequence's loss is the mean of its tokens', and the group-normalised advantages are
+# used as they are. The variant with β·k1 folded into the rewards is `kl_penalty: reward`.
+@register(
+    "grpo",
+    needs_groups=True,
+    kl_penalty="loss",
+    whiten_advantages=False,
+    loss_aggregation="seq-mean-token-mean",
+)
 def grpo_advantages(token_rewards, scores, values, mask, group_size, gamma, lam):
     """GRPO: each score normalised by its prompt group's mean and standard deviation."""
     grouped = scores.view(-1, group_size)

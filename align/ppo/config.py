@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from align.config import check_exists, check_positive, check_range
 from align.errors import ConfigError
 from align.outputs import check_output_path
 from align.ppo.advantages import ESTIMATORS
+
+LossAggregationName = Literal[
+    "token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"
+]
+"""verl's names (`core_algos.agg_loss`): TRL's `loss_type` `dapo`/`bnpo` is token-mean, `grpo`
+seq-mean-token-mean, `dr_grpo` seq-mean-token-sum-norm (`align.ppo.losses.LossAggregation`)."""
+LOSS_AGGREGATIONS = get_args(LossAggregationName)
+RolloutCorrection = Literal["none", "token_tis", "sequence_tis", "token_mask", "sequence_mask"]
+"""`align.ppo.losses.rollout_ratios`."""
+ROLLOUT_CORRECTIONS = get_args(RolloutCorrection)
 
 
 @dataclass
@@ -51,7 +61,10 @@ class PPOConfig:
     """Initialise the critic from the reward model (its value head too) or from the policy (new head)."""
     advantage: str = "gae"
     """Advantage estimator, one of `align.ppo.advantages.ESTIMATORS`: `gae` (PPO with a critic), or
-    critic-free `grpo`, `rloo`, `reinforce_pp`."""
+    critic-free `grpo`, `rloo`, `reinforce_pp`. It sets the defaults of `kl_penalty`,
+    `whiten_advantages` and `loss_aggregation`: `grpo` is GRPO as DeepSeek defined it (β·k3 in the
+    loss, no batch whitening, seq-mean-token-mean); the others fold β·k1 into the rewards, whiten,
+    and take the token mean."""
     engine: Literal["vllm", "hf", "server"] = "vllm"
     """Rollout engine: in-process vLLM, `transformers.generate` (reference), or a `vllm serve` endpoint."""
     server_url: str | None = None
@@ -89,7 +102,34 @@ class PPOConfig:
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0 disables)."""
     clip_range: float = 0.2
-    """PPO ratio clip ε."""
+    """PPO ratio clip ε (both sides unless `clip_range_low` / `clip_range_high` say otherwise)."""
+    clip_range_low: float | None = None
+    """ε_low: the ratio of a token with a negative advantage is clipped at 1 - ε_low (null: `clip_range`)."""
+    clip_range_high: float | None = None
+    """ε_high: the ratio of a token with a positive advantage is clipped at 1 + ε_high (null:
+    `clip_range`). DAPO's clip-higher sets it above ε_low (0.28 vs 0.2) so that unlikely tokens can
+    still gain probability, which keeps the policy's entropy from collapsing."""
+    loss_aggregation: LossAggregationName | None = None
+    """How per-token losses become the loss, over the GLOBAL minibatch (every micro-batch and process,
+    so the gradient does not depend on micro_batch_size or the process count): `token-mean` (every
+    token weighs the same; DAPO), `seq-mean-token-mean` (each sequence's token mean, then the mean over
+    sequences: GRPO's original; short sequences weigh more per token), `seq-mean-token-sum`, or
+    `seq-mean-token-sum-norm` (token sums over sequences x max_new_tokens: Dr. GRPO's constant
+    normaliser, no length bias). null: the estimator's (`grpo`: seq-mean-token-mean; else token-mean).
+    The value loss is always the token mean."""
+    rollout_correction: RolloutCorrection = "none"
+    """Correction for sampling with the engine while the trainer computes the policy:
+    w = π_trainer_old/π_engine of the sampled tokens weighs the policy loss. `token_tis`: min(w, cap)
+    per token (truncated importance sampling); `sequence_tis`: min(w of the whole response, cap) on
+    its tokens; `token_mask` / `sequence_mask`: w inside [floor, cap], 0 outside (IcePop). The raw
+    ratios' mean/min/max and the share truncated or dropped are logged under `rollout_correction/`
+    (the ratios are logged with `none` too). Matters on GPUs with a bf16 engine; here the engines
+    match the trainer to ~1e-6."""
+    rollout_correction_cap: float = 2.0
+    """Upper bound C of the rollout correction: TIS weights are truncated at C, the mask modes drop
+    ratios above it (TRL's `vllm_importance_sampling_clip_max` is 3, TIS's paper uses 2)."""
+    rollout_correction_floor: float = 0.5
+    """Lower bound of the mask modes: ratios below it are dropped (TIS truncates from above only)."""
     value_clip_range: float = 0.2
     """Clip of the new values around the old ones in the value loss."""
     value_coef: float = 0.5
@@ -99,11 +139,13 @@ class PPOConfig:
     kl_coef: float = 0.02
     """β of the per-token KL penalty to the reference (see `kl_penalty`). 0.02 let SmolLM2-135M move
     ~5-10 nats from its start in 40 iterations while the reward rose (2026-11-30)."""
-    kl_penalty: Literal["reward", "loss"] = "reward"
+    kl_penalty: Literal["reward", "loss"] | None = None
     """Where the KL to the reference enters: `reward`, folded into the per-token rewards as β·k1
-    (InstructGPT's PPO); `loss`, a β·k3 term of the policy loss (GRPO as DeepSeek defined it). With
-    `loss`, one epoch and one optimizer step per iteration, the update's first pass is on-policy and
-    gives the old log-probs: no separate scoring pass of the policy."""
+    (InstructGPT's PPO); `loss`, a β·k3 term of the policy loss (GRPO as DeepSeek defined it). null:
+    the estimator's (`grpo`: loss; `grpo` with the KL folded into the rewards, this suite's `grpo`
+    before v0.2, is `kl_penalty: reward`; the others: reward). With `loss`, one epoch and one
+    optimizer step per iteration, the update's first pass is on-policy and gives the old log-probs:
+    no separate scoring pass of the policy."""
     kl_target: float | None = None
     """Adaptive β: per-sequence KL to steer toward, β *= 1 + clip(KL/target - 1, ±0.2) after each
     iteration (Ziegler et al. 2019); null keeps β fixed below `kl_bound`."""
@@ -114,16 +156,38 @@ class PPOConfig:
     """Discount γ."""
     lam: float = 0.95
     """GAE λ."""
-    whiten_advantages: bool = True
-    """Normalise advantages to zero mean and unit variance over the iteration's tokens."""
+    whiten_advantages: bool | None = None
+    """Normalise advantages to zero mean and unit variance over the iteration's tokens. null: the
+    estimator's (`grpo`: false, its advantages are normalised within each group; the others: true)."""
     whiten_rewards: bool = False
     """Normalise sequence scores over the iteration before adding the KL penalty."""
+    dynamic_sampling: bool = False
+    """DAPO's dynamic sampling: groups whose samples all got the same score (no gradient from a group
+    estimator) are dropped and more prompts drawn until the iteration has `prompts_per_iteration`
+    groups again. The dropped share is logged (`dynamic_sampling/dropped_share`). Needs a group
+    estimator (`grpo`, `rloo`)."""
+    dynamic_sampling_max_draws: int = 3
+    """Extra generation rounds per iteration (each of `prompts_per_iteration` new prompts) to refill the
+    batch; when they run out, the batch is completed with dropped groups (logged as
+    `dynamic_sampling/filled_share`) so every process trains on as many sequences as the others."""
+    overlong_buffer: int = 0
+    """DAPO's soft overlong punishment: a response longer than max_new_tokens - overlong_buffer tokens
+    loses `overlong_penalty_factor` x (its excess / overlong_buffer), up to the factor at
+    max_new_tokens; logged as `reward/overlong_penalty`. 0 disables."""
+    overlong_penalty_factor: float = 1.0
+    """The overlong penalty at max_new_tokens."""
     lora_r: int = 0
     """LoRA rank for the policy (0 = full fine-tuning); merged into the weights for the engine sync."""
     lora_alpha: int = 16
     """LoRA α."""
     seed: int = 0
     """Seed for the prompt order, sampling and initialisation."""
+    sample_log_every: int = 10
+    """Every N iterations (0 disables) a table of `sample_log_count` samples of the iteration (prompt,
+    response, reward parts, advantage, KL) goes to samples.jsonl in output_dir and to the trackers
+    (TensorBoard's text panel): reading what the policy writes is how reward hacking is seen first."""
+    sample_log_count: int = 8
+    """Samples per logged table (the main process's first rollouts)."""
     save_every: int = 10
     """Checkpoint every N iterations (0 = only at the end)."""
     keep_checkpoints: int = 2
@@ -165,6 +229,27 @@ class PPOConfig:
             raise ConfigError("server_url: required when engine is `server`")
         if estimator.needs_groups and self.samples_per_prompt < 2:
             raise ConfigError(f"samples_per_prompt: {self.advantage} needs groups of at least 2")
+        # Fields left null take the estimator's defaults: `advantage: grpo` alone is DeepSeek's GRPO.
+        if self.kl_penalty is None:
+            self.kl_penalty = estimator.kl_penalty
+        if self.whiten_advantages is None:
+            self.whiten_advantages = estimator.whiten_advantages
+        if self.loss_aggregation is None:
+            self.loss_aggregation = estimator.loss_aggregation
+        if self.loss_aggregation not in LOSS_AGGREGATIONS:
+            raise ConfigError(
+                f"loss_aggregation: expected one of {', '.join(LOSS_AGGREGATIONS)}, got {self.loss_aggregation!r}"
+            )
+        if self.rollout_correction not in ROLLOUT_CORRECTIONS:
+            raise ConfigError(
+                f"rollout_correction: expected one of {', '.join(ROLLOUT_CORRECTIONS)}, "
+                f"got {self.rollout_correction!r}"
+            )
+        if self.dynamic_sampling and not estimator.needs_groups:
+            raise ConfigError(
+                f"dynamic_sampling: needs a group estimator (grpo, rloo); {self.advantage} does not "
+                "compare the samples of a prompt"
+            )
         for key in (
             "iterations",
             "prompts_per_iteration",
@@ -180,6 +265,8 @@ class PPOConfig:
             "vllm_kvcache_gib",
             "eval_limit",
             "eval_samples_per_prompt",
+            "dynamic_sampling_max_draws",
+            "sample_log_count",
         ):
             check_positive(key, getattr(self, key))
         if self.kl_target is not None:
@@ -189,6 +276,21 @@ class PPOConfig:
         check_range("temperature", self.temperature, 1e-3, 10.0)
         check_range("top_p", self.top_p, 1e-3, 1.0)
         check_range("clip_range", self.clip_range, 0.0, 1.0)
+        if self.clip_range_low is not None:
+            check_range("clip_range_low", self.clip_range_low, 0.0, 1.0)
+        if self.clip_range_high is not None:
+            check_range("clip_range_high", self.clip_range_high, 0.0, 10.0)
+        # The band must hold ρ = 1 (engine and trainer agree) strictly inside, or the correction
+        # would truncate or drop the tokens it has nothing to correct.
+        if not self.rollout_correction_cap > 1.0:
+            raise ConfigError(f"rollout_correction_cap: must be > 1, got {self.rollout_correction_cap!r}")
+        if not 0.0 <= self.rollout_correction_floor < 1.0:
+            raise ConfigError(
+                f"rollout_correction_floor: must be in [0, 1), got {self.rollout_correction_floor!r}"
+            )
+        check_range("overlong_buffer", self.overlong_buffer, 0, self.max_new_tokens)
+        check_range("overlong_penalty_factor", self.overlong_penalty_factor, 0.0, None)
+        check_range("sample_log_every", self.sample_log_every, 0, None)
         check_range("value_clip_range", self.value_clip_range, 0.0, None)
         check_range("kl_coef", self.kl_coef, 0.0, None)
         check_range("reward_rule_weight", self.reward_rule_weight, 0.0, None)

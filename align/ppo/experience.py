@@ -38,6 +38,9 @@ class Experience:
     """[B, R] critic values (zeros without a critic)."""
     advantages: torch.Tensor | None = None
     returns: torch.Tensor | None = None
+    engine_logprobs: torch.Tensor | None = None
+    """[B, R] the engine's log-probs of the sampled tokens (None when the engine gave none): the
+    rollout correction weighs the policy loss by exp(old_logprobs - engine_logprobs)."""
 
     @property
     def prompt_width(self) -> int:
@@ -85,6 +88,15 @@ def pad_rollouts(rollouts: Sequence[Rollout], pad_id: int) -> tuple[torch.Tensor
         attn.append([0] * (width_p - lp) + [1] * (lp + lr) + [0] * (width_r - lr))
         resp.append([1] * lr + [0] * (width_r - lr))
     return torch.tensor(ids), torch.tensor(attn), torch.tensor(resp, dtype=torch.float32)
+
+
+def pad_engine_logprobs(rollouts: Sequence[Rollout]) -> torch.Tensor | None:
+    """The engines' log-probs in the response layout of `pad_rollouts`, or None if one has none."""
+    if any(r.logprobs is None for r in rollouts):
+        return None
+    width_r = max(1, max(len(r.token_ids) for r in rollouts))
+    rows = [r.logprobs[: len(r.token_ids)] for r in rollouts]
+    return torch.tensor([row + [0.0] * (width_r - len(row)) for row in rows], dtype=torch.float32)
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -180,13 +192,26 @@ class RewardSource:
             ]
         )
 
-    def __call__(self, texts: Sequence[str], records: Sequence[dict]) -> torch.Tensor:
-        scores = torch.zeros(len(texts))
+    def components(self, texts: Sequence[str], records: Sequence[dict]) -> dict[str, torch.Tensor]:
+        """The reward's parts, unweighted: `rm` (the reward model's score) and `rule` (the rule's)."""
+        parts = {}
         if self.model is not None:
-            scores = scores + self.model_scores(texts, records)
+            parts["rm"] = self.model_scores(texts, records)
         if self.rule is not None:
-            scores = scores + self.rule_weight * self.rule_scores(texts, records)
-        return scores
+            parts["rule"] = self.rule_scores(texts, records)
+        return parts
+
+    def combine(self, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The reward of `components`: RM score + rule_weight x rule score."""
+        total = torch.zeros(len(next(iter(parts.values()))))
+        if "rm" in parts:
+            total = total + parts["rm"]
+        if "rule" in parts:
+            total = total + self.rule_weight * parts["rule"]
+        return total
+
+    def __call__(self, texts: Sequence[str], records: Sequence[dict]) -> torch.Tensor:
+        return self.combine(self.components(texts, records))
 
 
 @torch.no_grad()
@@ -203,17 +228,22 @@ def make_experience(
     device: torch.device,
     autocast=contextlib.nullcontext,
     old_logprobs: bool = True,
+    scores: torch.Tensor | None = None,
 ) -> Experience:
     """Tensors, scores, old/reference log-probs and values for one iteration's rollouts.
 
     `reference`: the frozen reference model, or None when it is the policy with its LoRA adapter
     disabled (one model in memory). `autocast`: the context the forward passes run in (bf16 mixed
     precision). `old_logprobs=False` skips the policy's pass, for an update whose first pass is
-    on-policy and fills them in (`train_on`); they stay zeros until then.
+    on-policy and fills them in (`train_on`); they stay zeros until then. `scores`: the sequences'
+    scores when the caller has them already (the loop scores before it keeps a rollout); else
+    `reward` scores the texts.
     """
     input_ids, attention_mask, response_mask = (t.to(device) for t in pad_rollouts(rollouts, pad_id))
-    with autocast():
-        scores = reward([r.text for r in rollouts], records)
+    if scores is None:
+        with autocast():
+            scores = reward([r.text for r in rollouts], records)
+    engine_logprobs = pad_engine_logprobs(rollouts)
     experience = Experience(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -222,6 +252,7 @@ def make_experience(
         ref_logprobs=torch.zeros_like(response_mask),
         scores=scores.to(device),
         values=torch.zeros_like(response_mask),
+        engine_logprobs=None if engine_logprobs is None else engine_logprobs.to(device) * response_mask,
     )
     for rows in length_sorted_chunks(attention_mask, micro_batch_size):
         sub = experience.select(rows)

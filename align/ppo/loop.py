@@ -25,6 +25,7 @@ from align.ppo.advantages import ESTIMATORS
 from align.ppo.config import PPOConfig
 from align.ppo.critic import TokenCritic
 from align.ppo.curves import plot_curves
+from align.ppo.diagnostics import SAMPLES, append_samples, samples_markdown
 from align.ppo.evaluate import eval_metrics, held_out_quality, write_quality
 from align.ppo.experience import RewardSource
 from align.ppo.iteration import PPORun, engine_weights, ppo_iteration
@@ -129,13 +130,15 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
     checkpoints = CheckpointManager(out / CHECKPOINTS_DIR, keep=config.keep_checkpoints)
     resumed = config.resume and state.resume(checkpoints, accelerator)
     start = state.iteration
-    metrics_path = out / METRICS
+    metrics_path, samples_path = out / METRICS, out / SAMPLES
     if accelerator.is_main_process:
-        kept = []
-        if start and metrics_path.exists():
-            rows = metrics_path.read_text(encoding="utf-8").splitlines()
-            kept = [line for line in rows if line.strip() and json.loads(line)["iteration"] <= start]
-        metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        # A resumed run keeps the rows of the iterations its checkpoint holds and writes the rest again.
+        for path in (metrics_path, samples_path):
+            kept = []
+            if start and path.exists():
+                rows = path.read_text(encoding="utf-8").splitlines()
+                kept = [line for line in rows if line.strip() and json.loads(line)["iteration"] <= start]
+            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     accelerator.init_trackers("ppo", config={"advantage": config.advantage, "kl_coef": config.kl_coef})
 
     final_quality = None  # the last iteration's held-out evaluation, when `eval_every` ran one
@@ -172,7 +175,12 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
                 quality = held_out_quality(config, run.engine, tokenizer, reward, eval_records)
                 final_quality = quality if done == config.iterations else None
                 metrics.update(eval_metrics(quality), **{"time/eval": time.perf_counter() - t_eval})
+            samples = metrics.pop("samples", None)
             accelerator.log({k: v for k, v in metrics.items() if k != "prompts"}, step=done)
+            if samples:
+                append_samples(samples_path, samples)
+                # Trackers take text as it is: TensorBoard shows the table in its text panel.
+                accelerator.log({"samples": samples_markdown(done, samples)}, step=done)
             bar.set_postfix(
                 reward=f"{metrics['reward_mean']:.3f}",
                 kl=f"{metrics['kl']:.3f}",

@@ -59,3 +59,12 @@ def prompt_batch(iteration: int, per_iteration: int, n_prompts: int, seed: int) 
         order = np.random.default_rng([seed, epoch]).permutation(n_prompts)
         indices.append(int(order[offset]))
     return indices
+
+
+def refill_batch(
+    iteration: int, draw: int, per_iteration: int, n_prompts: int, seed: int, max_draws: int
+) -> list[int]:
+    """The prompts of dynamic sampling's extra draw `draw` (from 1) of an iteration: a second seeded
+    order of its own, a pure function of (iteration, draw) as `prompt_batch` is of the iteration, so
+    a resumed run refills its batches with the prompts an uninterrupted one would."""
+    return prompt_batch(iteration * max_draws + draw - 1, per_iteration, n_prompts, seed + 1)
