@@ -7,6 +7,7 @@ model; the two-process half of the claim is `test_ppo_distributed.py`."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,27 @@ def update_with_engine_offset(tiny_model_dir: Path, mode: str, offset: float) ->
     compute_advantages(experience, 0.1, config)
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.0)
     return train_on(experience, policy, None, [optimizer], Accelerator(cpu=True), config, kl_coef=0.1)
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_one_process_update_for_every_mode(tiny_model_dir, tmp_path):
+    """The same 8 rollouts on one process and split over two (DDP over gloo, whole groups per
+    rank, micro-batches of 2 sequences): every aggregation gives the same loss and weight change."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    script = [str(repo / "tests/scripts/ppo_update.py"), str(tiny_model_dir), str(tmp_path)]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
+    launch += [str(repo / "scripts/accelerate/cpu_2proc.yaml")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for command in ([sys.executable, *script], [*launch, *script]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=repo, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+    for mode in LOSS_AGGREGATIONS:
+        one = torch.load(tmp_path / f"{mode}-rank0-of-1.pt")
+        ranks = [torch.load(tmp_path / f"{mode}-rank{r}-of-2.pt") for r in (0, 1)]
+        assert torch.equal(ranks[0]["delta"], ranks[1]["delta"]), mode  # DDP kept the replicas equal
+        assert ((ranks[0]["delta"] - one["delta"]).norm() / one["delta"].norm()).item() < 1e-5, mode
+        for key in ("policy_loss", "kl_loss", "entropy", "clip_fraction"):
+            assert ranks[0]["stats"][key] == pytest.approx(one["stats"][key], rel=1e-5, abs=1e-9), (mode, key)
