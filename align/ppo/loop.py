@@ -134,11 +134,10 @@ def run_ppo(config: PPOConfig, engine: RolloutEngine | None = None) -> Path:
     if accelerator.is_main_process:
         # A resumed run keeps the rows of the iterations its checkpoint holds and writes the rest again.
         for path in (metrics_path, samples_path):
-            kept = []
-            if start and path.exists():
+            if path.exists():
                 rows = path.read_text(encoding="utf-8").splitlines()
                 kept = [line for line in rows if line.strip() and json.loads(line)["iteration"] <= start]
-            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+                path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     accelerator.init_trackers("ppo", config={"advantage": config.advantage, "kl_coef": config.kl_coef})
 
     final_quality = None  # the last iteration's held-out evaluation, when `eval_every` ran one
