@@ -14,6 +14,14 @@ ASPECTS = ("helpful", "harmless", "honest")
 CRITERIA = (*ASPECTS, "overall")
 """What a label judges: each aspect, and `overall`, the one a single reward model trains on. The
 one list of them: the store, the app, the judge, the rules and the RM's data checks all read it."""
+MAX_RANKED = 6
+"""The most responses one ranking task shows (the app has this many response slots)."""
+TASKS = ("pair", "rank")
+"""What an annotator does with a comparison: judge one pair of its responses, or rank them all."""
+GOLD_KINDS = ("gold", "attention")
+"""A gold item has a known better response; an attention check has an obvious one."""
+EXPORT_FORMATS = ("preference", "ranking", "kto")
+TIES = ("skip", "tie")
 
 
 @dataclass
@@ -33,6 +41,15 @@ class LabelAddConfig(LabelStoreConfig):
     jsonl: Path | None = None
     """Import comparisons from this JSONL: one {"prompt": str or messages, "responses": [str or
     {"text", "model", "checkpoint"}, ...]} per line (two or more responses)."""
+    task: str = "pair"
+    """What annotators do with the comparisons added by this command: `pair` (judge one pair of
+    the responses per criterion) or `rank` (rank all of them, ties allowed; at most 6 responses)."""
+    gold: Path | None = None
+    """Import gold items and attention checks from this JSONL: one {"prompt", "better": str,
+    "worse": str, "kind": "gold"|"attention"} per line. They are mixed into annotators' queues at
+    `gold_rate`, scored in `align label stats` and never exported."""
+    gold_rate: float = 0.0
+    """Share of each annotator's newly assigned work that is gold items and attention checks."""
     prompts: Path | None = None
     """Generate candidates for the prompts in this JSONL (one {"prompt": ...} per line)."""
     prompt_limit: int = 0
@@ -54,13 +71,27 @@ class LabelAddConfig(LabelStoreConfig):
     annotators: Path | None = None
     """JSONL of annotators to create: one {"name", "password", "role": annotator|admin} per line."""
     overlap: int = 1
-    """Annotators per comparison (assignments are (re)balanced over all annotators after adding)."""
+    """Annotators per comparison (assignments are (re)balanced over all annotators after adding);
+    with `select: disagreement`, the annotators added to each comparison whose labels conflict."""
+    select: str = "random"
+    """What to queue (`rewards/selection.py`): `random` (the new comparisons, or `budget` of them at
+    random), `uncertain` (of each prompt's k candidates the pair `reward_model` is least sure
+    about, smallest |score margin| first) or `disagreement` (re-queue comparisons whose labels
+    conflict to more annotators)."""
+    reward_model: Path | None = None
+    """The current reward model (`align rm`'s output directory); `select: uncertain` needs it."""
+    budget: int = 0
+    """Comparisons to queue that are new to the store (0: all); with `disagreement`, how many to re-queue."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_exists("jsonl", self.jsonl)
         check_exists("prompts", self.prompts)
         check_exists("annotators", self.annotators)
+        check_exists("gold", self.gold)
+        if self.task not in TASKS:
+            raise ConfigError(f"task: expected one of {', '.join(TASKS)}, got {self.task!r}")
+        check_range("gold_rate", self.gold_rate, 0.0, 0.9)
         if self.prompts is not None and not 1 <= len(self.checkpoints) <= 2:
             raise ConfigError(
                 f"checkpoints: give one or two model directories with prompts, got {len(self.checkpoints)}"
@@ -74,6 +105,26 @@ class LabelAddConfig(LabelStoreConfig):
         check_range("temperature", self.temperature, 0.0)
         check_positive("overlap", self.overlap)
         check_range("prompt_limit", self.prompt_limit, 0)
+        selections = ("random", "uncertain", "disagreement")
+        if self.select not in selections:
+            raise ConfigError(f"select: expected one of {', '.join(selections)}, got {self.select!r}")
+        check_range("budget", self.budget, 0)
+        if self.select == "uncertain":
+            if self.reward_model is None:
+                raise ConfigError(
+                    "reward_model: `select: uncertain` ranks pairs by the current reward model's "
+                    "margin; give its directory (--reward_model DIR, the output of `align rm`)"
+                )
+            check_exists("reward_model", self.reward_model)
+            if self.jsonl is None and self.prompts is None:
+                raise ConfigError("select: `uncertain` picks from new candidates; give jsonl or prompts")
+            if self.task != "pair":
+                raise ConfigError("task: `select: uncertain` queues pairs; use task: pair")
+        if self.select == "disagreement" and (self.jsonl is not None or self.prompts is not None):
+            raise ConfigError(
+                "select: `disagreement` re-queues comparisons already in the store; give no jsonl or "
+                "prompts (add new ones in a separate `align label add`)"
+            )
 
 
 @dataclass
@@ -130,11 +181,27 @@ class LabelExportConfig(LabelStoreConfig):
     per-criterion verdicts can rank the same pair both ways (see `rewards/store_io.py`)."""
     min_margin: float = 0.0
     """Drop pairs whose margin (net share of annotators preferring `chosen`) is below this."""
+    format: str = "preference"
+    """`preference`: TRL preference rows (prompt, chosen, rejected), from pair labels and the pairs
+    that rankings imply; `ranking`: one row per ranking (and per decided pair label) with every
+    response and its rank; `kto`: TRL's unpaired rows (prompt, completion, label)."""
+    ties: str = "skip"
+    """Pairs whose votes are equal with at least one tie among them: `skip` them, or write them
+    as `tie` rows (`"tie": true`, margin 0) for a trainer that models ties. `align rm` has no tie
+    loss: it would read a tie row as a preference, so keep `skip` for it."""
+    min_gold_accuracy: float = 0.0
+    """Leave out every label of annotators whose accuracy on gold items is below this (0: keep
+    all). Annotators who have answered no gold item yet are kept (and named in the log)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_criteria(self.criteria)
         check_range("min_margin", self.min_margin, 0.0, 1.0)
+        if self.format not in EXPORT_FORMATS:
+            raise ConfigError(f"format: expected one of {', '.join(EXPORT_FORMATS)}, got {self.format!r}")
+        if self.ties not in TIES:
+            raise ConfigError(f"ties: expected one of {', '.join(TIES)}, got {self.ties!r}")
+        check_range("min_gold_accuracy", self.min_gold_accuracy, 0.0, 1.0)
         if self.output.is_dir():
             raise ConfigError(
                 f"output: {self.output} is a directory; give a file path (e.g. preferences.jsonl)"

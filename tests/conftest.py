@@ -293,3 +293,78 @@ def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return run_dir
+
+
+# --- labelling (issue 6/7 of v0.2): a real PostgreSQL server from Debian's packages, per session ---
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on a free loopback port (initdb, pg_ctl), run as the
+    `postgres` user when the tests run as root (PostgreSQL refuses root)."""
+
+    def __init__(self) -> None:
+        import glob
+        import tempfile
+
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not found:
+            raise RuntimeError("PostgreSQL is not installed: run `bash scripts/setup.sh --test-tools`")
+        self.bin = Path(found[-1]).parent
+        self.dir = Path(tempfile.mkdtemp(prefix="align-pg-"))
+        self.port = free_port()
+        self._databases = 0
+        if os.geteuid() == 0:
+            os.chown(self.dir, *self._postgres_ids())
+        self._run("initdb", "-D", str(self.dir / "data"), "-A", "trust", "-U", "align", "--no-sync")
+        self.start()
+
+    @staticmethod
+    def _postgres_ids() -> tuple[int, int]:
+        import pwd
+
+        user = pwd.getpwnam("postgres")
+        return user.pw_uid, user.pw_gid
+
+    def _run(self, tool: str, *args: str) -> None:
+        import subprocess
+
+        command = [str(self.bin / tool), *args]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        options = f"-k {self.dir} -c listen_addresses=127.0.0.1 -p {self.port}"
+        self._run(
+            "pg_ctl", "-D", str(self.dir / "data"), "-o", options, "-l", str(self.dir / "log"), "-w", "start"
+        )
+
+    def kill(self) -> None:
+        """Stop at once, as a crash would: no checkpoint, clients cut off; recovery replays the WAL."""
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+
+    def new_database(self) -> str:
+        """A fresh, empty database; returns its SQLAlchemy URL."""
+        import psycopg
+
+        self._databases += 1
+        name = f"store_{self._databases}"
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=align dbname=postgres", autocommit=True
+        ) as db:
+            db.execute(f"CREATE DATABASE {name}")
+        return f"postgresql+psycopg://align@127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL server for the session; `new_database()` gives each test its own store."""
+    import shutil
+
+    server = PostgresServer()
+    yield server
+    server.stop()
+    shutil.rmtree(server.dir, ignore_errors=True)
