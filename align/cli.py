@@ -157,6 +157,12 @@ COMMANDS: tuple[Command, ...] = (
         "align.pipeline:PipelineConfig",
         "align.pipeline:run_pipeline",
     ),
+    Command(
+        "loop",
+        "rounds of policy samples -> labels (judge or people) -> RM -> PPO/DPO, with a per-round table",
+        "align.loop_config:LoopConfig",
+        "align.loop:run_loop",
+    ),
 )
 
 
