@@ -161,3 +161,11 @@ def test_settings_the_loop_fills_in_are_refused_at_the_door(
     assert "label_add.k: expected an integer" in capsys.readouterr().err
     assert main(["loop", "--config", recipe, "--labeller", "crowd", "--check_config"]) == 2
     assert "labeller" in capsys.readouterr().err
+
+
+def test_the_shipped_loop_recipe_validates(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(tiny_model_dir, tmp_path / "base")
+    recipe = str(REPO / "scripts/recipes/loop_smollm2.yaml")
+    assert main(["loop", "--config", recipe, "--run_dir", str(tmp_path), "--check_config"]) == 0
