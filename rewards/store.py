@@ -672,13 +672,14 @@ class PreferenceStore:
                     f"assign: overlap {overlap} needs at least {overlap} annotators, have {len(people)}"
                 )
             gold_ids = sorted(s.scalars(select(Gold.comparison_id)))
+            is_gold = set(gold_ids)
             load = {i: 0 for i, _ in people}
             have: dict[int, set[int]] = {}
             for comparison_id, annotator_id in s.execute(
                 select(Assignment.comparison_id, Assignment.annotator_id)
             ):
                 have.setdefault(comparison_id, set()).add(annotator_id)
-                if annotator_id in load and comparison_id not in gold_ids:
+                if annotator_id in load and comparison_id not in is_gold:
                     load[annotator_id] += 1
             created = 0
 
@@ -718,7 +719,7 @@ class PreferenceStore:
             if comparisons is not None:
                 query = query.where(Comparison.id.in_(list(comparisons)))
             for comparison in s.scalars(query).all():
-                if comparison.id in gold_ids:
+                if comparison.id in is_gold:
                     continue
                 taken = have.get(comparison.id, set())
                 need = overlap - len(taken & set(load))
