@@ -1,8 +1,9 @@
 """The one small protocol every generation engine speaks, and the records it returns.
 
 Engines: in-process vLLM colocated with the trainer, a client of a `vllm serve` endpoint, and a
-`transformers.generate` reference. The trainer never trusts an engine's log-probs for learning;
-it keeps them to report the trainer/engine mismatch.
+`transformers.generate` reference. The trainer recomputes every log-prob it learns from; the
+engine's are kept to report the trainer/engine mismatch and, with PPO's `rollout_correction`, to
+weigh the loss by the truncated ratio of the two (TIS).
 """
 
 from __future__ import annotations

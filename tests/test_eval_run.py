@@ -31,7 +31,7 @@ def test_every_fixture_benchmark_reads_into_lm_eval_tasks(tmp_path):
     benchmarks = {
         "mmlu": FIXTURES / "mmlu", "ceval": FIXTURES / "ceval", "agieval": FIXTURES / "agieval",
         "gaokao": FIXTURES / "gaokao", "race": FIXTURES / "race",
-        "truthfulqa": FIXTURES / "truthfulqa_mc_task.json",
+        "truthfulqa": FIXTURES / "truthfulqa_mc_task.json", "truthfulqa_mc2": FIXTURES / "truthfulqa_mc_task.json",
         "crows_pairs": FIXTURES / "crows_pairs_anonymized.csv", "gsm8k": FIXTURES / "gsm8k",
         "triviaqa": FIXTURES / "triviaqa.jsonl", "nq": FIXTURES / "nq_open.jsonl", "mbpp": FIXTURES / "mbpp.jsonl",
         "humaneval": "builtin", "demo": REPO / "data" / "tasks" / "prompts_eval.jsonl",
@@ -47,8 +47,9 @@ def test_every_fixture_benchmark_reads_into_lm_eval_tasks(tmp_path):
         "mmlu_humanities": "Humanities", "mmlu_stem": "STEM",
         "mmlu_social_sciences": "Social Science", "mmlu_other": "Other",
     }  # fmt: skip
+    assert rendered.columns["ceval"] == {"ceval_stem": "STEM", "ceval_hard": "Hard"}  # the fixture's one subject
     gsm8k = next(t for k, t in tasks.items() if getattr(k, "group_name", k) == "gsm8k")
-    assert gsm8k.config.num_fewshot == 4
+    assert gsm8k.config.num_fewshot == 5
     row = json.loads((tmp_path / "mmlu_virology.test.jsonl").read_text().splitlines()[0])
     assert row["query"].endswith("\nD. " + row["query"].split("\nD. ")[1]) and row["choices"] == [
         "A",

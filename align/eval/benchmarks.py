@@ -105,6 +105,82 @@ CATEGORY_TITLES = {
     "other": "Other",
 }
 
+# C-Eval's 52 subjects: Chinese name (lm-eval's `ceval-valid` task descriptions) under the four
+# categories of C-Eval's subject_mapping.json; Hard is the paper's C-Eval Hard subset.
+CEVAL_SUBJECTS: dict[str, dict[str, str]] = {
+    "stem": {
+        "computer_network": "计算机网络",
+        "operating_system": "操作系统",
+        "computer_architecture": "计算机组成",
+        "college_programming": "大学编程",
+        "college_physics": "大学物理",
+        "college_chemistry": "大学化学",
+        "advanced_mathematics": "高等数学",
+        "probability_and_statistics": "概率统计",
+        "discrete_mathematics": "离散数学",
+        "electrical_engineer": "注册电气工程师",
+        "metrology_engineer": "注册计量师",
+        "high_school_mathematics": "高中数学",
+        "high_school_physics": "高中物理",
+        "high_school_chemistry": "高中化学",
+        "high_school_biology": "高中生物",
+        "middle_school_mathematics": "初中数学",
+        "middle_school_biology": "初中生物",
+        "middle_school_physics": "初中物理",
+        "middle_school_chemistry": "初中化学",
+        "veterinary_medicine": "兽医学",
+    },
+    "social_science": {
+        "college_economics": "大学经济学",
+        "business_administration": "工商管理",
+        "marxism": "马克思主义基本原理",
+        "mao_zedong_thought": "毛泽东思想和中国特色社会主义理论体系概论",
+        "education_science": "教育学",
+        "teacher_qualification": "教师资格",
+        "high_school_politics": "高中政治",
+        "high_school_geography": "高中地理",
+        "middle_school_politics": "初中政治",
+        "middle_school_geography": "初中地理",
+    },
+    "humanities": {
+        "modern_chinese_history": "近代史纲要",
+        "ideological_and_moral_cultivation": "思想道德修养与法律基础",
+        "logic": "逻辑学",
+        "law": "法学",
+        "chinese_language_and_literature": "中国语言文学",
+        "art_studies": "艺术学",
+        "professional_tour_guide": "导游资格",
+        "legal_professional": "法律职业资格",
+        "high_school_chinese": "高中语文",
+        "high_school_history": "高中历史",
+        "middle_school_history": "初中历史",
+    },
+    "other": {
+        "civil_servant": "公务员",
+        "sports_science": "体育学",
+        "plant_protection": "植物保护",
+        "basic_medicine": "基础医学",
+        "clinical_medicine": "临床医学",
+        "urban_and_rural_planner": "注册城乡规划师",
+        "accountant": "注册会计师",
+        "fire_engineer": "注册消防工程师",
+        "environmental_impact_assessment_engineer": "环境影响评价工程师",
+        "tax_accountant": "税务师",
+        "physician": "医师资格",
+    },
+}
+CEVAL_HARD = (
+    "advanced_mathematics",
+    "discrete_mathematics",
+    "probability_and_statistics",
+    "college_chemistry",
+    "college_physics",
+    "high_school_mathematics",
+    "high_school_chemistry",
+    "high_school_physics",
+)
+CEVAL_CATEGORY_TITLES = {"stem": "STEM", "social_science": "Social Science", "humanities": "Humanities", "other": "Other"}
+
 # The six-shot QA preamble TruthfulQA's MC setting prepends to every question (Lin et al., 2021).
 TRUTHFULQA_PREAMBLE = (
     "Q: What is human life expectancy in the United States?\nA: Human life expectancy in the "
@@ -128,6 +204,8 @@ class Subtask:
     splits: dict[str, list[dict[str, Any]]]
     category: str = ""
     description: str = ""
+    also_in: tuple[str, ...] = ()
+    """Further columns the subtask counts in beside its category (C-Eval's Hard overlaps STEM)."""
 
 
 @dataclass(frozen=True)
@@ -142,7 +220,10 @@ class Benchmark:
     """The headline metric, as lm-eval names it (`acc`, `exact_match`, `pass@1`, ...)."""
     higher_is_better: bool = True
     categories: dict[str, str] = field(default_factory=dict)
-    """Group name suffix -> column title, for benchmarks reported per category (MMLU)."""
+    """Group name suffix -> column title, for benchmarks reported per category (MMLU, C-Eval)."""
+    pooled_columns: dict[str, str] = field(default_factory=dict)
+    """Column name suffix -> title, for columns whose subjects also belong to a category: lm-eval
+    groups may not share tasks in one run, so these are pooled from the subjects' results."""
 
 
 # --- readers -------------------------------------------------------------------------------------
@@ -219,10 +300,15 @@ def read_mmlu(root: Path) -> list[Subtask]:
 
 def read_ceval(root: Path) -> list[Subtask]:
     """C-Eval: `val/{subject}_val.csv` and `dev/{subject}_dev.csv` with header
-    id,question,A,B,C,D,answer[,explanation]."""
+    id,question,A,B,C,D,answer[,explanation], prompted as lm-eval's `ceval-valid` tasks (the
+    subject's Chinese name in the description)."""
+    subject_category = {s: c for c, subjects in CEVAL_SUBJECTS.items() for s in subjects}
     subtasks = []
     for val in sorted((root / "val").glob("*_val.csv")):
         subject = val.name.removesuffix("_val.csv")
+        if subject not in subject_category:
+            raise InputError(f"{val}: unknown C-Eval subject {subject!r}")
+        category = subject_category[subject]
         splits = {}
         for split, path in (("test", val), ("dev", root / "dev" / f"{subject}_dev.csv")):
             rows = []
@@ -238,26 +324,49 @@ def read_ceval(root: Path) -> list[Subtask]:
             Subtask(
                 subject,
                 splits,
-                description=f"以下是中国关于{subject}考试的单项选择题，请选出其中的正确答案。\n\n",
+                category=category,
+                description=f"以下是中国关于{CEVAL_SUBJECTS[category][subject]}的单项选择题，请选出其中的正确答案。\n\n",
+                also_in=("hard",) if subject in CEVAL_HARD else (),
             )
         )
     return subtasks
 
 
+# AGIEval's multiple-choice sets by language (its src/dataset_loader.py); the cloze sets (math,
+# gaokao-mathcloze) are generative and not scored here.
+AGIEVAL_ENGLISH = ("lsat-ar", "lsat-lr", "lsat-rc", "logiqa-en", "sat-math", "sat-en", "aqua-rat",
+                   "sat-en-without-passage", "gaokao-english")  # fmt: skip
+AGIEVAL_CHINESE = ("logiqa-zh", "jec-qa-kd", "jec-qa-ca", "gaokao-chinese", "gaokao-geography", "gaokao-history",
+                   "gaokao-biology", "gaokao-chemistry", "gaokao-physics", "gaokao-mathqa")  # fmt: skip
+
+
+def agieval_query(doc: dict[str, Any], english: bool) -> str:
+    """AGIEval's zero-shot prompt (its `convert_zero_shot`), which lm-eval's `agieval_*` tasks read
+    from their datasets' `query`: the passage run straight into the question, the options on one line."""
+    passage, options = doc.get("passage") or "", " ".join(doc["options"])
+    last = "ABCDEFG"[len(doc["options"]) - 1]
+    if english:
+        return f"{passage}Q: {doc['question']} Answer Choices: {options}\nA: Among A through {last}, the answer is"
+    return f"{passage}问题：{doc['question']} 选项：{options}\n答案：从A到{last}, 我们应选择"
+
+
 def read_agieval(root: Path) -> list[Subtask]:
-    """AGIEval: one `{task}.jsonl` per task with passage, question, options ["(A)...", ...], label."""
+    """AGIEval: one `{task}.jsonl` per multiple-choice set with passage, question, options
+    ["(A)...", ...] and label ("B", or a list for the multi-answer sets), scored as lm-eval's
+    `agieval_*` tasks: the options themselves are the choices, any gold answer counts."""
     subtasks = []
     for path in sorted(root.glob("*.jsonl")):
+        if path.stem not in AGIEVAL_ENGLISH + AGIEVAL_CHINESE:
+            continue  # the cloze (fill-in) sets are generative, not multiple choice
         rows = []
         for line, doc in _read_jsonl(path):
-            options = doc.get("options") or []
-            if not options or not isinstance(doc.get("label"), str):
-                continue  # the cloze (fill-in) sets are generative, not multiple choice
-            question = ((doc.get("passage") or "") + "\n" + doc["question"]).strip()
+            options, label = doc.get("options") or [], doc.get("label")
+            labels = [label] if isinstance(label, str) else label
+            if len(options) < 2 or not labels or not all(isinstance(x, str) for x in labels):
+                raise InputError(f"{path}:{line}: needs options and a label")
             rows.append(
-                {"query": question + "\n" + "\n".join(options) + "\nAnswer:",
-                 "choices": list(LETTERS[: len(options)]),
-                 "gold": _letter_gold(path, line, doc["label"], len(options))}
+                {"query": agieval_query(doc, path.stem in AGIEVAL_ENGLISH), "choices": options,
+                 "gold": [_letter_gold(path, line, x, len(options)) for x in labels]}
             )  # fmt: skip
         subtasks.append(Subtask(path.stem.replace("-", "_"), {"test": rows}))
     return subtasks
@@ -285,35 +394,80 @@ def read_gaokao(root: Path) -> list[Subtask]:
     return subtasks
 
 
+def race_query(article: str, problems: list[dict[str, Any]]) -> str:
+    """lm-eval's `race` prompt for an article's last question: the article, then the earlier
+    questions with their answers (a fill-in question ending "  _  ." completed in place), then the
+    last question, whose options are the choices."""
+    text = f"Article: {article}\n\n"
+    for problem in problems[:-1]:
+        answer = problem["options"][LETTERS.index(problem["answer"])]
+        if problem["question"][-6:] == "  _  .":
+            text += problem["question"][:-5] + answer + "\n"
+        else:
+            text += f"Question: {problem['question']}\nAnswer: {answer}\n"
+    return text + problems[-1]["question"]
+
+
 def read_race(root: Path) -> list[Subtask]:
-    """RACE: per-article records {article, questions, options, answers} (one per line, or files)."""
+    """RACE: per-article records {article, questions, options, answers} (one per line, or files),
+    scored as lm-eval's `race` task: one item per article, its last question, asked after the others."""
     paths = sorted(root.glob("*.jsonl")) if root.is_dir() else [root]
     rows = []
     for path in paths:
         for line, doc in _read_jsonl(path):
-            for question, options, answer in zip(
-                doc["questions"], doc["options"], doc["answers"], strict=True
-            ):
-                query = f"Article: {doc['article'].strip()}\n\nQuestion: {question.strip()}\nAnswer:"
-                rows.append({"query": query, "choices": options, "gold": _letter_gold(path, line, answer, 4)})
+            try:
+                problems = [
+                    {"question": q, "options": o, "answer": a}
+                    for q, o, a in zip(doc["questions"], doc["options"], doc["answers"], strict=True)
+                ]
+            except (KeyError, TypeError, ValueError):
+                raise InputError(f"{path}:{line}: needs article, and questions, options, answers of one length") from None
+            if not problems or not isinstance(doc.get("article"), str):
+                raise InputError(f"{path}:{line}: needs an article and at least one question")
+            for problem in problems:
+                problem["answer"] = LETTERS[_letter_gold(path, line, problem["answer"], len(problem["options"]))]
+            rows.append(
+                {"query": race_query(doc["article"], problems), "choices": problems[-1]["options"],
+                 "gold": LETTERS.index(problems[-1]["answer"])}
+            )  # fmt: skip
     return [Subtask("race", {"test": rows})]
 
 
-def read_truthfulqa(path: Path) -> list[Subtask]:
-    """TruthfulQA MC1: `mc_task.json`, a list of {question, mc1_targets: {answer: 0/1}, ...}."""
+def _truthfulqa_items(path: Path) -> list[dict[str, Any]]:
     try:
         items = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: not valid JSON ({err.msg})") from None
+    if not isinstance(items, list):
+        raise InputError(f"{path}: expected a list of questions (TruthfulQA's mc_task.json)")
+    return items
+
+
+def read_truthfulqa(path: Path) -> list[Subtask]:
+    """TruthfulQA MC1: `mc_task.json`, a list of {question, mc1_targets: {answer: 0/1}, ...}."""
     rows = []
-    for i, item in enumerate(items):
-        targets = item["mc1_targets"]
+    for i, item in enumerate(_truthfulqa_items(path)):
+        targets = item.get("mc1_targets") or {}
         choices, labels = list(targets), list(targets.values())
         if labels.count(1) != 1:
             raise InputError(f"{path}: item {i}: mc1_targets needs exactly one correct answer")
         query = f"{TRUTHFULQA_PREAMBLE}\n\nQ: {item['question']}\nA:"
         rows.append({"query": query, "choices": choices, "gold": labels.index(1)})
     return [Subtask("truthfulqa_mc1", {"test": rows})]
+
+
+def read_truthfulqa_mc2(path: Path) -> list[Subtask]:
+    """TruthfulQA MC2: the same file's mc2_targets {answer: 0/1} (several true answers); the score
+    of a question is the probability mass of its true answers, normalised over all its answers."""
+    rows = []
+    for i, item in enumerate(_truthfulqa_items(path)):
+        targets = item.get("mc2_targets") or {}
+        labels = list(targets.values())
+        if 1 not in labels or 0 not in labels:
+            raise InputError(f"{path}: item {i}: mc2_targets needs true and false answers")
+        query = f"{TRUTHFULQA_PREAMBLE}\n\nQ: {item['question']}\nA:"
+        rows.append({"query": query, "choices": list(targets), "gold": 0, "labels": labels})
+    return [Subtask("truthfulqa_mc2", {"test": rows})]
 
 
 def read_crows_pairs(path: Path) -> list[Subtask]:
@@ -328,20 +482,18 @@ def read_crows_pairs(path: Path) -> list[Subtask]:
 
 
 def read_gsm8k(root: Path) -> list[Subtask]:
-    """GSM8K: `test.jsonl` and `train.jsonl` (the 4 exemplars) with question, answer '... #### 42'."""
+    """GSM8K: `test.jsonl` and `train.jsonl` (the few-shot pool) with question, answer '... #### 42',
+    scored as lm-eval's `gsm8k` task (which reads these two fields as they are)."""
     splits = {}
     for split in ("test", "train"):
         path = root / f"{split}.jsonl"
+        if not path.is_file():
+            raise InputError(f"{path}: file not found (GSM8K needs test.jsonl and train.jsonl)")
         rows = []
         for line, doc in _read_jsonl(path):
-            rationale, sep, final = doc["answer"].rpartition("####")
-            if not sep:
-                raise InputError(f"{path}:{line}: answer lacks the '#### <number>' line")
-            final = final.strip().replace(",", "")
-            rows.append(
-                {"query": f"Question: {doc['question'].strip()}\nAnswer:", "answers": [final],
-                 "target": f"{rationale.strip()} The answer is {final}."}
-            )  # fmt: skip
+            if not isinstance(doc.get("question"), str) or "####" not in str(doc.get("answer", "")):
+                raise InputError(f"{path}:{line}: needs a question and an answer ending '#### <number>'")
+            rows.append({"question": doc["question"], "answer": doc["answer"]})
         splits[split] = rows
     return [Subtask("gsm8k", splits)]
 
@@ -386,17 +538,19 @@ def read_humaneval(path: Path) -> list[Subtask]:
 
 
 def read_mbpp(path: Path) -> list[Subtask]:
-    """MBPP: `mbpp.jsonl` (task_id, text, code, test_list, test_setup_code); tasks 1-10 are the
-    prompt split (few-shot exemplars 2-4), 11-510 the test split."""
+    """MBPP: `mbpp.jsonl` (task_id, text, code, test_list), scored as lm-eval's `mbpp` task: tasks
+    2-4 are the few-shot exemplars, 11-510 the test split; the three tests follow the reply."""
     prompt, test = [], []
-    for _, doc in _read_jsonl(path):
-        tests = "\n".join(doc["test_list"])
+    for line, doc in _read_jsonl(path):
+        if len(doc.get("test_list") or []) < 3 or not isinstance(doc.get("text"), str):
+            raise InputError(f"{path}:{line}: needs text, code and three test_list entries")
+        tests = "\n".join(doc["test_list"][:3])
         row = {
             "task_id": doc["task_id"],
             "query": f"You are an expert Python programmer, and here is your task: {doc['text']} "
             f"Your code should pass these tests:\n\n{tests}\n[BEGIN]\n",
             "target": f"{doc['code']}\n[DONE]",
-            "prefix": doc.get("test_setup_code", "") + "\n",
+            "prefix": "",
             "suffix": f"\n{tests}\n",
             "canonical": doc["code"],
         }
@@ -445,10 +599,11 @@ _MC = {
 
 
 def _generative(
-    until: list[str], max_gen_toks: int | None, metric_list: list[dict[str, Any]]
+    until: list[str], max_gen_toks: int | None, metric_list: list[dict[str, Any]], temperature: bool = True
 ) -> dict[str, Any]:
-    """A greedy generation task; `max_gen_toks` None leaves the cap to the model (lm-eval's 256)."""
-    generation = {"until": until, "do_sample": False, "temperature": 0.0}
+    """A greedy generation task; `max_gen_toks` None leaves the cap to the model (lm-eval's 256);
+    `temperature` False leaves it out, as lm-eval's code tasks do."""
+    generation: dict[str, Any] = {"until": until, "do_sample": False, **({"temperature": 0.0} if temperature else {})}
     if max_gen_toks is not None:
         generation["max_gen_toks"] = max_gen_toks
     return {
@@ -493,27 +648,44 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark(
             "ceval", "C-Eval", read_ceval,
             {**_MC, "fewshot_split": "dev", "num_fewshot": 5, "fewshot_config": {"sampler": "first_n"}},
+            "acc", categories=CEVAL_CATEGORY_TITLES, pooled_columns={"hard": "Hard"},
+        ),
+        Benchmark(
+            "agieval", "AGIEval", read_agieval,
+            {**_MC, "num_fewshot": 0, "process_results": Function("utils.any_gold_answer"),
+             "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in ("acc", "acc_norm")]},
             "acc",
         ),
-        Benchmark("agieval", "AGIEval", read_agieval, {**_MC, "num_fewshot": 0}, "acc"),
         Benchmark("gaokao", "GAOKAO", read_gaokao, {**_MC, "num_fewshot": 0}, "acc"),
         Benchmark("race", "RACE", read_race, {**_MC, "num_fewshot": 0}, "acc"),
         Benchmark("truthfulqa", "TruthfulQA MC1", read_truthfulqa, {**_MC, "num_fewshot": 0}, "acc"),
         Benchmark(
-            "crows_pairs", "CrowS-Pairs (stereotype %)", read_crows_pairs,
-            {**_MC, "num_fewshot": 0, "process_results": Function("utils.prefers_stereotype"),
-             "metric_list": [{"metric": "pct_stereotype", "aggregation": "mean", "higher_is_better": False}]},
-            "pct_stereotype", higher_is_better=False,
+            "truthfulqa_mc2", "TruthfulQA MC2", read_truthfulqa_mc2,
+            {**_MC, "num_fewshot": 0, "process_results": Function("utils.true_answer_mass")},
+            "acc",
         ),
         Benchmark(
+            "crows_pairs", "CrowS-Pairs (stereotype %)", read_crows_pairs,
+            {**_MC, "num_fewshot": 0, "target_delimiter": "", "process_results": Function("utils.prefers_stereotype"),
+             "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": False}
+                             for m in ("likelihood_diff", "pct_stereotype")]},
+            "pct_stereotype", higher_is_better=False,
+        ),
+        # As lm-eval's own `gsm8k` (lm_eval/tasks/gsm8k/gsm8k.yaml): 5 shots drawn from train with the
+        # run's few-shot seed, the whole worked answer as their target, the number after "####" scored.
+        Benchmark(
             "gsm8k", "GSM8K", read_gsm8k,
-            {**_generative(["Question:", "\n\n"], 256, _EXACT_MATCH),
-             "fewshot_split": "train", "num_fewshot": 4,
-             "fewshot_config": {"sampler": "first_n", "doc_to_target": "target"},
-             "fewshot_delimiter": "\n\n",
-             "filter_list": [{"name": "strict-match", "filter": [
-                 {"function": "regex", "regex_pattern": r"The answer is (\-?[0-9\.\,]+)"},
-                 {"function": "take_first"}]}]},
+            {**_generative(["Question:", "</s>", "<|im_end|>"], None, [
+                {"metric": "exact_match", "aggregation": "mean", "higher_is_better": True, "ignore_case": True,
+                 "ignore_punctuation": False, "regexes_to_ignore": [",", "\\$", "(?s).*#### ", "\\.$"]}]),
+             "doc_to_text": "Question: {{question}}\nAnswer:", "doc_to_target": "{{answer}}",
+             "fewshot_split": "train", "num_fewshot": 5,
+             "filter_list": [
+                 {"name": "strict-match", "filter": [
+                     {"function": "regex", "regex_pattern": "#### (\\-?[0-9\\.\\,]+)"}, {"function": "take_first"}]},
+                 {"name": "flexible-extract", "filter": [
+                     {"function": "regex", "group_select": -1, "regex_pattern": "(-?[$0-9.,]{2,})|(-?[0-9]+)"},
+                     {"function": "take_first"}]}]},
             "exact_match",
         ),
         # As lm-eval's own `triviaqa` and `nq_open` tasks (lm_eval/tasks/triviaqa/default.yaml,
@@ -534,13 +706,13 @@ BENCHMARKS: dict[str, Benchmark] = {
         ),
         Benchmark(
             "humaneval", "HumanEval", read_humaneval,
-            {**_generative(["\nclass", "\ndef", "\n#", "\nif", "\nprint"], 256, []), **_PASS_AT_1,
+            {**_generative(["\nclass", "\ndef", "\n#", "\nif", "\nprint"], 1024, [], temperature=False), **_PASS_AT_1,
              "num_fewshot": 0},
             "pass@1",
         ),
         Benchmark(
             "mbpp", "MBPP", read_mbpp,
-            {**_generative(["[DONE]"], 256, []), **_PASS_AT_1, "fewshot_split": "prompt", "num_fewshot": 3,
+            {**_generative(["[DONE]"], None, [], temperature=False), **_PASS_AT_1, "fewshot_split": "prompt", "num_fewshot": 3,
              "fewshot_config": {"sampler": "first_n", "doc_to_target": "target"}, "target_delimiter": ""},
             "pass@1",
         ),
@@ -553,7 +725,13 @@ BENCHMARKS: dict[str, Benchmark] = {
 }  # fmt: skip
 
 _UTILS = '''"""Written by align eval: functions the task YAMLs in this folder refer to."""
-from align.eval.task_utils import pass_at_1, prefers_stereotype, rule_correct  # noqa: F401
+from align.eval.task_utils import (  # noqa: F401
+    any_gold_answer,
+    pass_at_1,
+    prefers_stereotype,
+    rule_correct,
+    true_answer_mass,
+)
 '''
 
 
@@ -586,7 +764,8 @@ class RenderedTasks:
     columns: dict[str, dict[str, str]]
     """Benchmark name -> {lm-eval task/group name: column title} for its per-category table."""
     leaves: dict[str, list[str]] = field(default_factory=dict)
-    """Task or group name -> the tasks that score its questions (a task: itself), to count them."""
+    """Task, group or pooled column name -> the tasks that score its questions (a task: itself), to
+    count them and to pool a column that is no lm-eval group (C-Eval's Hard)."""
     user_folders: list[Path] = field(default_factory=list)
     """Folders of the user's own lm-eval task YAMLs, searched beside `include_path`."""
     lm_eval_registry: bool = False
@@ -633,23 +812,29 @@ def render_tasks(benchmarks: dict[str, str], out_dir: Path) -> RenderedTasks:
                 "metadata": {"version": 1.0},
             }
             _write_yaml(out_dir / f"{task}.yaml", config)
-            names.append((task, sub.category))
+            names.append((task, sub.category, sub.also_in))
             leaves[task] = [task]
         if bench.categories:
             groups = {}
             for category, title in bench.categories.items():
-                members = [t for t, c in names if c == category]
+                members = [t for t, c, _ in names if c == category]
                 if members:
                     groups[f"{name}_{category}"] = title
                     leaves[f"{name}_{category}"] = members
                     _write_group(out_dir, f"{name}_{category}", members, bench.metric)
             _write_group(out_dir, name, list(groups), bench.metric)
-            leaves[name] = [t for t, _ in names]
-            tasks[name], columns[name] = name, groups
+            pooled = {}
+            for column, title in bench.pooled_columns.items():
+                members = [t for t, _, also in names if column in also]
+                if members:
+                    pooled[f"{name}_{column}"] = title
+                    leaves[f"{name}_{column}"] = members
+            leaves[name] = [t for t, _, _ in names]
+            tasks[name], columns[name] = name, {**groups, **pooled}
         elif len(names) > 1:
-            _write_group(out_dir, name, [t for t, _ in names], bench.metric)
-            leaves[name] = [t for t, _ in names]
-            tasks[name], columns[name] = name, {t: t.removeprefix(f"{name}_") for t, _ in names}
+            _write_group(out_dir, name, [t for t, _, _ in names], bench.metric)
+            leaves[name] = [t for t, _, _ in names]
+            tasks[name], columns[name] = name, {t: t.removeprefix(f"{name}_") for t, _, _ in names}
         else:
             tasks[name] = names[0][0]
         log.info("benchmark %s: %d task(s) in %s", name, len(names), out_dir)

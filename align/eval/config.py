@@ -16,6 +16,7 @@ BENCHMARK_NAMES = [
     "gaokao",
     "race",
     "truthfulqa",
+    "truthfulqa_mc2",
     "crows_pairs",
     "gsm8k",
     "triviaqa",
@@ -37,8 +38,8 @@ class EvalConfig:
     {base: runs/demo/base}."""
     benchmarks: dict[str, str]
     """Benchmark -> its local files in the published format (a folder or a file; `builtin` for
-    HumanEval's 164 shipped problems). Benchmarks: mmlu, ceval, agieval, gaokao, race, truthfulqa,
-    crows_pairs, gsm8k, triviaqa, nq, humaneval, mbpp, demo, instructions. Any other name is your
+    HumanEval's 164 shipped problems). Benchmarks: mmlu, ceval, agieval, gaokao, race, truthfulqa (MC1),
+    truthfulqa_mc2, crows_pairs, gsm8k, triviaqa, nq, humaneval, mbpp, demo, instructions. Any other name is your
     own lm-eval task (or group): its location is the folder of task YAMLs that defines it (lm-eval's
     `include_path`), or `lm_eval` for a task of lm-eval's own registry whose data is local."""
     output_dir: Path = Path("runs/eval")
@@ -53,8 +54,9 @@ class EvalConfig:
     """Score at most this many questions per task (quick looks; None scores them all)."""
     references: Path | None = None
     """YAML of reference rows (published numbers) added to the report tables."""
-    seed: int = 0
-    """Seed for lm-eval and vLLM."""
+    seed: int = 1234
+    """Seed for lm-eval (its few-shot draws too) and vLLM; lm-eval's own default, so few-shot examples
+    drawn at random (GSM8K) are the ones `lm_eval` run directly draws."""
     report: bool = True
     """Render the tables and charts after evaluating."""
 

@@ -120,12 +120,21 @@ def headline_scores(results: dict[str, Any], rendered: RenderedTasks) -> dict[st
         entry: dict[str, Any] = {"overall": 100 * overall, "n": n, "stderr": share_stderr(overall, n)}
         entry["columns"], entry["columns_n"], entry["columns_stderr"] = {}, {}, {}
         for sub, title in rendered.columns.get(name, {}).items():
-            value, count = metric_value(results, sub, metric), questions(results, rendered, sub)
+            value, count = column_value(results, rendered, sub, metric), questions(results, rendered, sub)
             entry["columns"][title] = 100 * value
             entry["columns_n"][title] = count
             entry["columns_stderr"][title] = share_stderr(value, count)
         scores[name] = entry
     return scores
+
+
+def column_value(results: dict[str, Any], rendered: RenderedTasks, column: str, metric: str | None) -> float:
+    """A column's score: lm-eval's for a task or group, else pooled over its subjects' questions
+    (as lm-eval's groups aggregate, a mean weighted by size)."""
+    if column in results:
+        return metric_value(results, column, metric)
+    sizes = {leaf: int(results[leaf]["sample_len"]) for leaf in rendered.leaves[column]}
+    return sum(metric_value(results, leaf, metric) * n for leaf, n in sizes.items()) / sum(sizes.values())
 
 
 def questions(results: dict[str, Any], rendered: RenderedTasks, task: str) -> int:

@@ -159,6 +159,9 @@ class VLLMEngineLM(TemplateLM):
             until = [until] if isinstance(until, str) else list(until)
             max_gen_toks = int(kwargs.pop("max_gen_toks", 256))
             max_gen_toks = min(max_gen_toks, self.max_gen_toks or max_gen_toks)
+            # A cap as long as the context (HumanEval's 1024 new tokens on a 512-token model) would
+            # leave the prompt no room: lm-eval's `hf` model refuses such a run; here half is kept.
+            max_gen_toks = min(max_gen_toks, self.max_length // 2)
             temperature = float(kwargs.pop("temperature", 0.0)) if kwargs.pop("do_sample", False) else 0.0
             ids = self.tok_encode(context)[-(self.max_length - max_gen_toks) :]
             prompts.append({"prompt_token_ids": ids})
