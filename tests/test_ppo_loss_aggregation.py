@@ -38,14 +38,9 @@ ROLLOUTS = [
 SCORES = torch.tensor([1.0, 0.0, 0.5, 2.0, -1.0, 0.0, 3.0, 1.0])
 
 
-def update(tiny_model_dir: Path, micro_batch_size: int, **settings) -> tuple[dict, torch.Tensor]:
-    """One optimizer step (SGD, lr 1: the weights move by minus the gradient) on the 8 rollouts as
-    one minibatch; returns train_on's statistics and the change of every weight."""
-    from accelerate import Accelerator
-
-    from align.ppo.critic import TokenCritic
-
-    config = PPOConfig(
+def rollout_config(tiny_model_dir: Path, **settings) -> PPOConfig:
+    """RLOO over the 8 rollouts (groups of 2) as one minibatch, KL in the loss, one epoch."""
+    return PPOConfig(
         policy=tiny_model_dir,
         output_dir=Path("unused"),
         prompts=Path(__file__),
@@ -54,9 +49,22 @@ def update(tiny_model_dir: Path, micro_batch_size: int, **settings) -> tuple[dic
         samples_per_prompt=2,
         ppo_epochs=1,
         minibatch_size=8,
+        **{"advantage": "rloo", "kl_penalty": "loss", **settings},
+    )
+
+
+def update(tiny_model_dir: Path, micro_batch_size: int, **settings) -> tuple[dict, torch.Tensor]:
+    """One optimizer step (SGD, lr 1: the weights move by minus the gradient) on the 8 rollouts as
+    one minibatch; returns train_on's statistics and the change of every weight."""
+    from accelerate import Accelerator
+
+    from align.ppo.critic import TokenCritic
+
+    config = rollout_config(
+        tiny_model_dir,
         micro_batch_size=micro_batch_size,
         max_grad_norm=0.0,
-        **{"advantage": "rloo", "kl_penalty": "loss", "entropy_coef": 0.01, **settings},
+        **{"entropy_coef": 0.01, **settings},
     )
     torch.manual_seed(0)
     policy = load_model(tiny_model_dir)
@@ -141,19 +149,8 @@ def test_engine_logprobs_a_factor_three_below_get_the_tis_cap(tiny_model_dir):
 def update_with_engine_offset(tiny_model_dir: Path, mode: str, offset: float) -> dict:
     from accelerate import Accelerator
 
-    config = PPOConfig(
-        policy=tiny_model_dir,
-        output_dir=Path("unused"),
-        prompts=Path(__file__),
-        reward_rule="is_correct",
-        advantage="rloo",
-        samples_per_prompt=2,
-        kl_penalty="loss",
-        ppo_epochs=1,
-        minibatch_size=8,
-        micro_batch_size=4,
-        rollout_correction=mode,
-        rollout_correction_cap=2.0,
+    config = rollout_config(
+        tiny_model_dir, micro_batch_size=4, rollout_correction=mode, rollout_correction_cap=2.0
     )
     torch.manual_seed(0)
     policy = load_model(tiny_model_dir)
