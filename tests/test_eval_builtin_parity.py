@@ -37,7 +37,12 @@ def lm_eval_tasks() -> Path:
 
 
 def builtin_task(
-    out_dir: Path, yaml_path: str, name: str, data_files: dict[str, Path], dataset_path: str = "json", **overrides
+    out_dir: Path,
+    yaml_path: str,
+    name: str,
+    data_files: dict[str, Path],
+    dataset_path: str = "json",
+    **overrides,
 ) -> str:
     """A task that includes lm-eval's own YAML and swaps its dataset for `data_files`."""
     out_dir.mkdir(exist_ok=True)
@@ -118,7 +123,9 @@ def test_mmlu(tiny_model_dir, tmp_path):
                 csv.writer(f).writerows([q, *o, "ABCD"[g]] for q, o, g in items)
             rows = [{"question": q, "subject": subject, "choices": o, "answer": g} for q, o, g in items]
             splits[split] = write_jsonl(tmp_path / f"hub-{subject}-{split}.jsonl", rows)
-        pairs[f"mmlu_{subject}"] = builtin_task(theirs_dir, f"mmlu/default/mmlu_{subject}.yaml", subject, splits)
+        pairs[f"mmlu_{subject}"] = builtin_task(
+            theirs_dir, f"mmlu/default/mmlu_{subject}.yaml", subject, splits
+        )
     render_tasks({"mmlu": str(data)}, ours_dir)
     ours = run(tiny_model_dir, ours_dir, ["mmlu"])
     theirs = run(tiny_model_dir, theirs_dir, list(pairs.values()), num_fewshot=5)
@@ -138,7 +145,9 @@ def write_ceval(root: Path) -> None:
                 rows = csv.writer(f)
                 rows.writerow(["id", "question", "A", "B", "C", "D", "answer", "explanation"])
                 for i, (q, o, g) in enumerate(arithmetic_questions(n, seed=k * 7 + n)):
-                    rows.writerow([i, q.replace("What is", "计算").replace("?", "等于多少？"), *o, "ABCD"[g], ""])
+                    rows.writerow(
+                        [i, q.replace("What is", "计算").replace("?", "等于多少？"), *o, "ABCD"[g], ""]
+                    )
 
 
 def test_ceval(tiny_model_dir, tmp_path):
@@ -165,7 +174,9 @@ def test_ceval_categories_and_hard_are_pooled_by_size(tiny_model_dir, tmp_path):
     write_ceval(data)
     rendered = render_tasks({"ceval": str(data)}, tmp_path / "ours")
     results = run(tiny_model_dir, tmp_path / "ours", ["ceval"])["results"]
-    right = {s: results[f"ceval_{s}"]["acc,none"] * results[f"ceval_{s}"]["sample_len"] for s in CEVAL_SUBJECTS}
+    right = {
+        s: results[f"ceval_{s}"]["acc,none"] * results[f"ceval_{s}"]["sample_len"] for s in CEVAL_SUBJECTS
+    }
     scores = headline_scores(results, rendered)["ceval"]
     assert scores["columns_n"] == {"STEM": 6, "Humanities": 9, "Hard": 6}
     assert scores["columns"]["STEM"] == pytest.approx(100 * right["high_school_mathematics"] / 6)
@@ -183,7 +194,16 @@ def agieval_hub_row(doc: dict[str, Any], english: bool) -> dict[str, Any]:
         query = doc["passage"] + "Q: " + doc["question"] + " Answer Choices: " + options
         query += "\nA: Among A through " + last + ", the answer is"
     else:
-        query = doc["passage"] + "问题：" + doc["question"] + " 选项：" + options + "\n答案：从A到" + last + ", 我们应选择"
+        query = (
+            doc["passage"]
+            + "问题："
+            + doc["question"]
+            + " 选项："
+            + options
+            + "\n答案：从A到"
+            + last
+            + ", 我们应选择"
+        )
     return {"query": query, "choices": doc["options"], "gold": ["ABCDEFG".index(doc["label"])]}
 
 
@@ -201,7 +221,9 @@ def test_agieval(tiny_model_dir, tmp_path):
         write_jsonl(data / f"{name}.jsonl", docs)
         hub = [agieval_hub_row({**d, "passage": d["passage"] or ""}, english) for d in docs]
         path = write_jsonl(tmp_path / f"hub-{name}.jsonl", hub)
-        pairs[f"agieval_{name.replace('-', '_')}"] = builtin_task(theirs_dir, f"agieval/{name}.yaml", name, {"test": path})
+        pairs[f"agieval_{name.replace('-', '_')}"] = builtin_task(
+            theirs_dir, f"agieval/{name}.yaml", name, {"test": path}
+        )
     render_tasks({"agieval": str(data)}, ours_dir)
     ours = run(tiny_model_dir, ours_dir, ["agieval"])
     theirs = run(tiny_model_dir, theirs_dir, list(pairs.values()))
@@ -233,7 +255,9 @@ def test_race(tiny_model_dir, tmp_path):
         hub.append({"article": doc["article"], "example_id": doc["id"], "problems": repr(problems)})
     write_jsonl(data, articles)
     theirs_dir = tmp_path / "theirs"
-    task = builtin_task(theirs_dir, "race/race.yaml", "race", {"test": write_jsonl(tmp_path / "hub.jsonl", hub)})
+    task = builtin_task(
+        theirs_dir, "race/race.yaml", "race", {"test": write_jsonl(tmp_path / "hub.jsonl", hub)}
+    )
     render_tasks({"race": str(data)}, tmp_path / "ours")
     ours = run(tiny_model_dir, tmp_path / "ours", ["race"])
     theirs = run(tiny_model_dir, theirs_dir, [task])
@@ -251,7 +275,9 @@ def truthfulqa_items() -> list[dict[str, Any]]:
     return items
 
 
-@pytest.mark.parametrize(("benchmark", "yaml_path"), [("mc1", "truthfulqa_mc1.yaml"), ("mc2", "truthfulqa_mc2.yaml")])
+@pytest.mark.parametrize(
+    ("benchmark", "yaml_path"), [("mc1", "truthfulqa_mc1.yaml"), ("mc2", "truthfulqa_mc2.yaml")]
+)
 def test_truthfulqa(tiny_model_dir, tmp_path, benchmark, yaml_path):
     """TruthfulQA MC1 and MC2 (the probability mass of the true answers), from mc_task.json
     (truthfulqa/truthful_qa `multiple_choice` layout for the built-in)."""
@@ -265,7 +291,10 @@ def test_truthfulqa(tiny_model_dir, tmp_path, benchmark, yaml_path):
     ]  # fmt: skip
     theirs_dir = tmp_path / "theirs"
     task = builtin_task(
-        theirs_dir, f"truthfulqa/{yaml_path}", benchmark, {"validation": write_jsonl(tmp_path / "hub.jsonl", hub)}
+        theirs_dir,
+        f"truthfulqa/{yaml_path}",
+        benchmark,
+        {"validation": write_jsonl(tmp_path / "hub.jsonl", hub)},
     )
     name = {"mc1": "truthfulqa", "mc2": "truthfulqa_mc2"}[benchmark]
     rendered = render_tasks({name: str(data)}, tmp_path / "ours")
@@ -302,7 +331,9 @@ def filtered_scores(folder: Path, task_name: str, replies: list[str]) -> dict[st
     filters and metrics as the task configures them."""
     from lm_eval.tasks import TaskManager
 
-    task = TaskManager(include_path=str(folder), include_defaults=False).load_task_or_group([task_name])[task_name]
+    task = TaskManager(include_path=str(folder), include_defaults=False).load_task_or_group([task_name])[
+        task_name
+    ]
     docs = list(task.eval_docs)
     scores = {}
     for ensemble in task._filters:
@@ -388,7 +419,9 @@ def test_open_qa(tiny_model_dir, tmp_path, name, yaml_path):
     data = tmp_path / f"{name}.jsonl"
     write_questions(data, name, ["-"] * len(QUESTIONS))
     theirs_task = builtin_task(theirs_dir, yaml_path, name, {"validation": data}, training_split=None)
-    replies = [s["resps"][0][0] for s in run(tiny_model_dir, theirs_dir, [theirs_task])["samples"][theirs_task]]
+    replies = [
+        s["resps"][0][0] for s in run(tiny_model_dir, theirs_dir, [theirs_task])["samples"][theirs_task]
+    ]
     golds = [r.strip() if k % 2 == 0 and r.strip() else "zz-not-said" for k, r in enumerate(replies)]
     write_questions(data, name, golds)
 
@@ -399,7 +432,9 @@ def test_open_qa(tiny_model_dir, tmp_path, name, yaml_path):
         s["filtered_resps"] for s in theirs["samples"][theirs_task]
     ]
     said = sum(g != "zz-not-said" for g in golds)
-    assert said > 0 and ours["results"][name]["exact_match,remove_whitespace"] == pytest.approx(said / len(QUESTIONS))
+    assert said > 0 and ours["results"][name]["exact_match,remove_whitespace"] == pytest.approx(
+        said / len(QUESTIONS)
+    )
 
 
 SPACED = [  # a reply as models give it (after a space), its gold answers, right by hand

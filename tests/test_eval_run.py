@@ -47,7 +47,10 @@ def test_every_fixture_benchmark_reads_into_lm_eval_tasks(tmp_path):
         "mmlu_humanities": "Humanities", "mmlu_stem": "STEM",
         "mmlu_social_sciences": "Social Science", "mmlu_other": "Other",
     }  # fmt: skip
-    assert rendered.columns["ceval"] == {"ceval_stem": "STEM", "ceval_hard": "Hard"}  # the fixture's one subject
+    assert rendered.columns["ceval"] == {
+        "ceval_stem": "STEM",
+        "ceval_hard": "Hard",
+    }  # the fixture's one subject
     gsm8k = next(t for k, t in tasks.items() if getattr(k, "group_name", k) == "gsm8k")
     assert gsm8k.config.num_fewshot == 5
     row = json.loads((tmp_path / "mmlu_virology.test.jsonl").read_text().splitlines()[0])

@@ -179,7 +179,12 @@ CEVAL_HARD = (
     "high_school_chemistry",
     "high_school_physics",
 )
-CEVAL_CATEGORY_TITLES = {"stem": "STEM", "social_science": "Social Science", "humanities": "Humanities", "other": "Other"}
+CEVAL_CATEGORY_TITLES = {
+    "stem": "STEM",
+    "social_science": "Social Science",
+    "humanities": "Humanities",
+    "other": "Other",
+}
 
 # The six-shot QA preamble TruthfulQA's MC setting prepends to every question (Lin et al., 2021).
 TRUTHFULQA_PREAMBLE = (
@@ -421,11 +426,15 @@ def read_race(root: Path) -> list[Subtask]:
                     for q, o, a in zip(doc["questions"], doc["options"], doc["answers"], strict=True)
                 ]
             except (KeyError, TypeError, ValueError):
-                raise InputError(f"{path}:{line}: needs article, and questions, options, answers of one length") from None
+                raise InputError(
+                    f"{path}:{line}: needs article, and questions, options, answers of one length"
+                ) from None
             if not problems or not isinstance(doc.get("article"), str):
                 raise InputError(f"{path}:{line}: needs an article and at least one question")
             for problem in problems:
-                problem["answer"] = LETTERS[_letter_gold(path, line, problem["answer"], len(problem["options"]))]
+                problem["answer"] = LETTERS[
+                    _letter_gold(path, line, problem["answer"], len(problem["options"]))
+                ]
             rows.append(
                 {"query": race_query(doc["article"], problems), "choices": problems[-1]["options"],
                  "gold": LETTERS.index(problems[-1]["answer"])}
@@ -603,7 +612,11 @@ def _generative(
 ) -> dict[str, Any]:
     """A greedy generation task; `max_gen_toks` None leaves the cap to the model (lm-eval's 256);
     `temperature` False leaves it out, as lm-eval's code tasks do."""
-    generation: dict[str, Any] = {"until": until, "do_sample": False, **({"temperature": 0.0} if temperature else {})}
+    generation: dict[str, Any] = {
+        "until": until,
+        "do_sample": False,
+        **({"temperature": 0.0} if temperature else {}),
+    }
     if max_gen_toks is not None:
         generation["max_gen_toks"] = max_gen_toks
     return {
