@@ -89,6 +89,12 @@ COMMANDS: tuple[Command, ...] = (
         "rewards.train:run_reward_training",
     ),
     Command(
+        "dpo",
+        "offline preference optimisation on exported labels: DPO and its losses, KTO, ORPO, SimPO (TRL)",
+        "align.dpo_config:DPOStageConfig",
+        "align.dpo:run_dpo",
+    ),
+    Command(
         "ppo",
         "PPO (or GRPO/RLOO/REINFORCE++) against the reward model, rollouts on vLLM",
         "align.ppo.config:PPOConfig",

@@ -51,14 +51,14 @@ class PipelineConfig:
     force: bool = False
     """Re-run stages that already finished in this run directory."""
     accelerate_config: Path | None = None
-    """Launch the training stages (pretrain, sft, rm, ppo) with `accelerate launch --config_file` this."""
+    """Launch the training stages (pretrain, sft, rm, dpo, ppo) with `accelerate launch --config_file` this."""
 
     def __post_init__(self) -> None:
         check_exists("recipe", self.recipe)
         check_exists("accelerate_config", self.accelerate_config)
 
 
-TRAINING_STAGES = {"pretrain", "sft", "rm", "ppo"}
+TRAINING_STAGES = {"pretrain", "sft", "rm", "dpo", "ppo"}
 
 
 def planned_stages(config: PipelineConfig) -> tuple[dict, list[str]]:

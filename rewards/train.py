@@ -26,7 +26,7 @@ from rewards.reward_config import RewardStageConfig
 log = logging.getLogger(__name__)
 
 
-def _as_messages(value: Any, role: str) -> list[dict[str, str]] | None:
+def as_messages(value: Any, role: str) -> list[dict[str, str]] | None:
     """A string as one message of `role`, a list of turns as is; None when malformed or empty.
     A reply (`role` assistant) has assistant turns only; a prompt may hold any chat role."""
     if isinstance(value, str):
@@ -41,10 +41,10 @@ def check_preference(row: dict[str, Any]) -> str | None:
     if missing:
         return f"missing field(s) {', '.join(missing)} (fields: {', '.join(sorted(row)) or 'none'})"
     for key, role in (("prompt", "user"), ("chosen", "assistant"), ("rejected", "assistant")):
-        if _as_messages(row[key], role) is None:
+        if as_messages(row[key], role) is None:
             turns = "assistant turns" if role == "assistant" else "messages"
             return f"'{key}' is empty or not a string / list of {turns}"
-    if _as_messages(row["chosen"], "assistant") == _as_messages(row["rejected"], "assistant"):
+    if as_messages(row["chosen"], "assistant") == as_messages(row["rejected"], "assistant"):
         return "chosen == rejected (no preference to learn)"
     criterion = row.get("criterion")
     if criterion is not None and criterion not in CRITERIA:
@@ -60,9 +60,9 @@ def check_preference(row: dict[str, Any]) -> str | None:
 def normalise(row: dict[str, Any]) -> dict[str, Any]:
     """A checked row in conversational form, with `margin` (0 when absent) and `criterion`."""
     return {
-        "prompt": _as_messages(row["prompt"], "user"),
-        "chosen": _as_messages(row["chosen"], "assistant"),
-        "rejected": _as_messages(row["rejected"], "assistant"),
+        "prompt": as_messages(row["prompt"], "user"),
+        "chosen": as_messages(row["chosen"], "assistant"),
+        "rejected": as_messages(row["rejected"], "assistant"),
         "margin": float(row.get("margin") or 0.0),
         "criterion": row.get("criterion") or "overall",
     }
