@@ -10,7 +10,8 @@ Round N, in `<output_dir>/round-N/`:
    they are done).
 3. `align label export` of every label so far, split by a hash of each pair into the reward
    model's training and held-out pairs (`rm_train.jsonl`, `rm_held_out.jsonl`): the held-out side
-   grows with the rounds and a pair never changes side.
+   grows with the rounds and a pair never changes side. When these pairs differ from the ones the
+   round's reward model last trained on (`split.json`), steps 4 and 5 start over.
 4. `align rm` from the previous round's reward model (`rm_init: previous`) or the starting policy.
 5. `align ppo` from the current policy against that reward model, the KL to the starting policy,
    which ends by scoring the starting policy and the new one on fresh samples of `eval_prompts`
@@ -39,7 +40,7 @@ import yaml
 
 from align.errors import InputError
 from align.loop_config import LoopConfig
-from align.pipeline import PipelineConfig, run_pipeline
+from align.pipeline import PipelineConfig, discard_checkpoints, run_pipeline
 from align.records import jsonl_objects
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,19 @@ def export_and_split(config: LoopConfig, here: Path) -> tuple[int, int]:
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in sides[side])
         (here / name).write_text(text, encoding="utf-8")
     return len(sides[False]), len(sides[True])
+
+
+def split_changed(here: Path) -> bool:
+    """Whether the reward model's pairs differ from those its last run in this round started on
+    (recorded in `split.json`, which now holds the new ones)."""
+    digest = {
+        name: hashlib.sha256((here / name).read_bytes()).hexdigest()
+        for name in ("rm_train.jsonl", "rm_held_out.jsonl")
+    }
+    record = here / "split.json"
+    before = json.loads(record.read_text()) if record.exists() else None
+    record.write_text(json.dumps(digest), encoding="utf-8")
+    return before is not None and before != digest
 
 
 def store_counts(url: str) -> dict[str, int]:
@@ -315,6 +329,14 @@ def run_round(config: LoopConfig, n: int) -> bool:
     started = time.time()
     train, held = export_and_split(config, here)
     log.info("round %d: %d labelled pairs to train on, %d held out", n, train, held)
+    if split_changed(here):
+        # More labels since (people labelled more), or another `rm_eval_fraction`: the training
+        # stages' configs name the same files, so the pipeline would take them for done.
+        log.info("round %d: the labelled pairs changed since its reward model trained; training again", n)
+        for stage in ("rm", config.update):
+            discard_checkpoints(round_recipe(config, n), stage)
+            (here / ".pipeline" / f"{stage}.done").unlink(missing_ok=True)
+        (here / "quality.json").unlink(missing_ok=True)
     stages("rm", config.update)
     if config.update == "dpo" and not (here / "quality.json").exists():
         score_dpo_round(config, n)

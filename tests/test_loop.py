@@ -147,6 +147,17 @@ def test_with_people_the_loop_stops_until_the_round_is_labelled_in_the_app(
     assert [r["round"] for r in rows] == [1] and rows[0]["labels"] == 16
     assert (loop / "round-1/ppo/policy/config.json").is_file()
 
+    # An unfinished round whose pairs changed (here: another held-out share) trains again, not
+    # only the stages whose settings changed.
+    (loop / "round-1/round.json").unlink()
+    again = run_align(["loop", "--config", str(recipe), "--rm_eval_fraction", "0.25"], timeout=600)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "the labelled pairs changed since its reward model trained; training again" in again.stderr
+    held_out = len((loop / "round-1/rm_held_out.jsonl").read_text().splitlines())
+    assert json.loads((loop / "round-1/rm/rm_metrics.json").read_text())["eval_pairs"] == held_out
+    assert held_out != rows[0]["rm_held_out_pairs"]
+    assert json.loads((loop / "loop.json").read_text())[0]["rm_held_out_pairs"] == held_out
+
 
 def test_settings_the_loop_fills_in_are_refused_at_the_door(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
