@@ -873,21 +873,14 @@ class PreferenceStore:
                     s.add(row)
                     s.flush()
                     rewrite_id = row.id
-            label = Label(
-                assignment_id=assignment.id,
-                revision=1 if latest is None else latest.revision + 1,
-                comparison_id=assignment.comparison_id,
-                annotator_id=assignment.annotator_id,
-                response_a_id=assignment.response_a_id,
-                response_b_id=assignment.response_b_id,
+            return self._add_revision(
+                s,
+                assignment,
+                latest,
+                seconds,
                 **{c: choices[c] for c in CRITERIA},
                 rewrite_response_id=rewrite_id,
-                seconds=float(seconds),
             )
-            s.add(label)
-            assignment.status = "done"
-            s.flush()
-            return label.id
 
     def record_ranking(
         self, annotator: str, assignment_id: int, ranks: Sequence[int], seconds: float = 0.0
@@ -915,21 +908,27 @@ class PreferenceStore:
             groups = [
                 [i for i, r in zip(shown, ranks, strict=True) if r == rank] for rank in sorted(set(ranks))
             ]
-            latest = self._latest(s, assignment.id)
-            label = Label(
-                assignment_id=assignment.id,
-                revision=1 if latest is None else latest.revision + 1,
-                comparison_id=assignment.comparison_id,
-                annotator_id=assignment.annotator_id,
-                response_a_id=assignment.response_a_id,
-                response_b_id=assignment.response_b_id,
-                ranking=groups,
-                seconds=float(seconds),
-            )
-            s.add(label)
-            assignment.status = "done"
-            s.flush()
-            return label.id
+            return self._add_revision(s, assignment, self._latest(s, assignment.id), seconds, ranking=groups)
+
+    @staticmethod
+    def _add_revision(
+        s: Session, assignment: Assignment, latest: Label | None, seconds: float, **answer: Any
+    ) -> int:
+        """Append the assignment's next label revision (nothing is overwritten) and mark it done."""
+        label = Label(
+            assignment_id=assignment.id,
+            revision=1 if latest is None else latest.revision + 1,
+            comparison_id=assignment.comparison_id,
+            annotator_id=assignment.annotator_id,
+            response_a_id=assignment.response_a_id,
+            response_b_id=assignment.response_b_id,
+            seconds=float(seconds),
+            **answer,
+        )
+        s.add(label)
+        assignment.status = "done"
+        s.flush()
+        return label.id
 
     def skip(self, annotator: str, assignment_id: int) -> None:
         """Set an assignment aside (it no longer comes up as next; its label, if any, stays)."""
