@@ -43,8 +43,9 @@ class LoopConfig:
     when the loop runs again; so is a finished stage of an unfinished round."""
 
     policy: Path
-    """The starting policy (an SFT checkpoint, HF directory): round 1 samples it, and it is the KL
-    reference of every round's update unless `ppo.reference` (or `dpo.reference`) names another."""
+    """The starting policy (an SFT checkpoint, HF directory): round 1 samples it, and it is every
+    round's PPO reference (KL) unless `ppo.reference` names another. DPO's reference is the round's
+    own starting policy (iterative DPO) unless `dpo.reference` names one."""
     prompts: Path
     """Prompts (JSONL, one {"prompt": ...} per line) to sample candidates for: round N takes the
     N-th `prompts_per_round` of them (wrapping around). PPO trains on the whole file unless
@@ -114,8 +115,6 @@ class LoopConfig:
             raise ConfigError(
                 f"store: expected an SQLAlchemy URL such as sqlite:///labels.sqlite, got {self.store!r}"
             )
-        if self.update == "dpo" and not stage_available("dpo"):
-            raise ConfigError("update: this installation has no `align dpo`; use update: ppo")
         for name in STAGE_CONFIGS:
             check_settings(name, getattr(self, name))
 
@@ -125,20 +124,11 @@ class LoopConfig:
         return self.store or f"sqlite:///{Path(self.output_dir).resolve() / 'labels.sqlite'}"
 
 
-def stage_available(name: str) -> bool:
-    """Whether the stage's config module is installed (`align dpo` came after the loop)."""
-    import importlib.util
-
-    return importlib.util.find_spec(STAGE_CONFIGS[name].partition(":")[0]) is not None
-
-
 def check_settings(name: str, settings: dict[str, Any]) -> None:
     """A per-round settings mapping names fields of its stage's config, each of the right type;
     the fields the loop fills in are refused. Ranges and files are checked when the round's
     stage loads its config, before it runs."""
-    if not settings or not stage_available(name):
-        if settings:
-            raise ConfigError(f"{name}: this installation has no such stage")
+    if not settings:
         return
     from align.cli import resolve
 

@@ -159,6 +159,28 @@ def test_with_people_the_loop_stops_until_the_round_is_labelled_in_the_app(
     assert json.loads((loop / "loop.json").read_text())[0]["rm_held_out_pairs"] == held_out
 
 
+@pytest.mark.slow
+def test_dpo_as_the_update_trains_on_the_rounds_pairs_and_is_scored_as_ppo_is(
+    tiny_model_dir: Path, tmp_path: Path, run_align
+) -> None:
+    dpo = {"max_length": 320, "truncate": True, "batch_size": 4, "max_steps": 1, "eval_steps": 1000}
+    recipe = loop_recipe(tmp_path, tiny_model_dir, update="dpo", ppo={}, dpo=dpo)
+    result = run_align(["loop", "--config", str(recipe)], timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    one = tmp_path / "loop/round-1"
+    recipe_one = yaml.safe_load((one / "recipe.yaml").read_text())
+    assert recipe_one["pipeline"]["stages"][-1] == "dpo" and "ppo" not in recipe_one
+    assert recipe_one["dpo"]["train_file"] == str(one / "rm_train.jsonl")
+    assert recipe_one["dpo"]["eval_file"] == str(one / "rm_held_out.jsonl")
+    held_out = len((one / "rm_held_out.jsonl").read_text().splitlines())
+    assert json.loads((one / "dpo/eval.json").read_text())["implicit_reward_accuracy"]["n"] == held_out
+    quality = json.loads((one / "quality.json").read_text())
+    assert quality["policy"]["samples"] == quality["reference"]["samples"] == 4
+    [row] = json.loads((tmp_path / "loop/loop.json").read_text())
+    assert row["policy_correct"] == quality["policy"]["correct"]
+    assert row["policy_rm_score"] == quality["policy"]["reward_mean"]
+
+
 def test_settings_the_loop_fills_in_are_refused_at_the_door(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
