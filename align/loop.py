@@ -326,8 +326,9 @@ def run_round(config: LoopConfig, n: int) -> bool:
                 config.store_url,
             )
             return False
-    started = time.time()
+    started = time.time()  # the stages' own times are in their markers; this counts the rest
     train, held = export_and_split(config, here)
+    outside_stages = time.time() - started
     log.info("round %d: %d labelled pairs to train on, %d held out", n, train, held)
     if split_changed(here):
         # More labels since (people labelled more), or another `rm_eval_fraction`: the training
@@ -339,8 +340,10 @@ def run_round(config: LoopConfig, n: int) -> bool:
         (here / "quality.json").unlink(missing_ok=True)
     stages("rm", config.update)
     if config.update == "dpo" and not (here / "quality.json").exists():
+        started = time.time()
         score_dpo_round(config, n)
-    row = round_row(config, n, counts, stage_seconds(here) + time.time() - started)
+        outside_stages += time.time() - started
+    row = round_row(config, n, counts, stage_seconds(here) + outside_stages)
     (here / ROUND_DONE).write_text(json.dumps(row, indent=2), encoding="utf-8")
     return True
 
