@@ -18,7 +18,7 @@ from typing import Any
 from align.dpo_config import DPOStageConfig
 from align.errors import InputError
 from align.finite import FiniteGradients
-from align.models import load_tokenizer
+from align.models import load_tokenizer, save_trained
 from align.records import check_lengths, load_splits
 from rewards.train import as_messages, check_preference, normalise, pair_key, pair_length
 
@@ -370,12 +370,9 @@ def run_dpo(config: DPOStageConfig) -> Path:
         "steps": trainer.state.global_step,
         "processes": trainer.args.world_size,
     }
-    out = Path(config.output_dir)
-    trainer.save_model(str(out))
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(out))
-        (out / "dpo_metrics.json").write_text(json.dumps(metrics, indent=2))
-        (out / "eval.json").write_text(json.dumps(report, indent=2))
+    out = save_trained(
+        trainer, tokenizer, config.output_dir, {"dpo_metrics.json": metrics, "eval.json": report}
+    )
     accuracy = report["implicit_reward_accuracy"]
     log.info(
         "held-out implicit-reward pairwise accuracy %.3f ± %.3f (n=%d); likelihood preference %.3f -> %.3f",

@@ -7,11 +7,12 @@ or read from local directories.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from align.config import check_exists
 from align.errors import ConfigError, InputError
@@ -178,6 +179,18 @@ def load_model(path: str | Path, dtype: str = "float32") -> PreTrainedModel:
 
     check_model_dir(path)
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
+
+
+def save_trained(trainer: Any, tokenizer: Any, output_dir: str | Path, reports: dict[str, Any]) -> Path:
+    """A fine-tuning stage's end: the trainer's final model, its tokenizer and the stage's JSON
+    reports (file name -> content) in `output_dir`, written once however many processes ran."""
+    out = Path(output_dir)
+    trainer.save_model(str(out))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(out))
+        for name, report in reports.items():
+            (out / name).write_text(json.dumps(report, indent=2))
+    return out
 
 
 def check_model_dir(path: str | Path) -> None:

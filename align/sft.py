@@ -14,7 +14,7 @@ from typing import Any
 
 from align.errors import InputError
 from align.finite import FiniteGradients
-from align.models import load_tokenizer
+from align.models import load_tokenizer, save_trained
 from align.records import check_lengths, load_splits, read_records
 from align.sft_config import SFTStageConfig
 from rewards.messages import turns_problem
@@ -164,10 +164,6 @@ def run_sft(config: SFTStageConfig) -> Path:
         metrics["accuracy_base"] = base["accuracy"]
         metrics["accuracy"] = rule_accuracy(trainer.model, tokenizer, prompts, config.max_new_tokens)
         metrics["accuracy_prompts"] = len(prompts)
-    out = Path(config.output_dir)
-    trainer.save_model(str(out))
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(out))
-        (out / "sft_metrics.json").write_text(json.dumps(metrics, indent=2))
+    out = save_trained(trainer, tokenizer, config.output_dir, {"sft_metrics.json": metrics})
     log.info("SFT done: %s", json.dumps(metrics))
     return out

@@ -16,7 +16,7 @@ from typing import Any
 
 from align.errors import InputError
 from align.finite import FiniteGradients
-from align.models import load_tokenizer
+from align.models import load_tokenizer, save_trained
 from align.records import check_lengths, load_splits
 from rewards.label_config import CRITERIA
 from rewards.messages import CHAT_ROLES, turns_problem
@@ -195,11 +195,7 @@ def run_reward_training(config: RewardStageConfig) -> Path:
         "eval_pairs": len(held_out),
         "processes": trainer.args.world_size,
     }
-    out = Path(config.output_dir)
-    trainer.save_model(str(out))
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(out))
-        (out / "rm_metrics.json").write_text(json.dumps(metrics, indent=2))
+    out = save_trained(trainer, tokenizer, config.output_dir, {"rm_metrics.json": metrics})
     log.info(
         "held-out pairwise accuracy %s (before training %s)",
         ", ".join(f"{k}={v:.3f}" for k, v in after.items()),
