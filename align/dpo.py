@@ -137,10 +137,7 @@ def check_training_lengths(
     else:
         lengths = [pair_length(tokenizer, r) for r in rows]
     what = f"{config.train_file}: training {'rows' if unpaired else 'pairs'} (cut to max_length)"
-    if config.truncate:
-        log.info("%s: %d", what, sum(n > config.max_length for n in lengths))
-    else:
-        check_lengths(lengths, config.max_length, config.max_bad_fraction, what)
+    check_lengths(lengths, config.max_length, config.max_bad_fraction, what, config.truncate)
 
 
 def completion_logps(

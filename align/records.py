@@ -121,10 +121,16 @@ def read_records(path: Path | str, check: RowCheck, max_bad_fraction: float) -> 
     return good
 
 
-def check_lengths(lengths: list[int], max_length: int, max_bad_fraction: float, what: str) -> int:
+def check_lengths(
+    lengths: list[int], max_length: int, max_bad_fraction: float, what: str, truncate: bool = False
+) -> int:
     """How many of `lengths` exceed `max_length`, logged; more than `max_bad_fraction` of them (or
-    all) is an `InputError`. `what`: "FILE: training pairs", for the messages."""
+    all) is an `InputError` unless `truncate` (the stage cuts them on purpose: only counted).
+    `what`: "FILE: training pairs", for the messages."""
     over = sum(n > max_length for n in lengths)
+    if truncate:
+        log.info("%s: %d", what, over)
+        return over
     if not over:
         return 0
     message = f"{what}: {over} of {len(lengths)} are longer than max_length={max_length} tokens (the longest: {max(lengths)})"

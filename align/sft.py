@@ -114,10 +114,7 @@ def run_sft(config: SFTStageConfig) -> Path:
         len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=False)) for r in train
     ]
     what = f"{config.train_file}: training conversations (cut to max_length)"
-    if config.truncate:
-        log.info("%s: %d", what, sum(n > config.max_length for n in lengths))
-    else:
-        check_lengths(lengths, config.max_length, config.max_bad_fraction, what)
+    check_lengths(lengths, config.max_length, config.max_bad_fraction, what, config.truncate)
     log.info("SFT on %d conversations, %d held out", len(train), len(held_out))
     model = AutoModelForCausalLM.from_pretrained(str(config.model), **config.model_kwargs())
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -124,10 +124,7 @@ def fitting_pairs(
     here they are counted, and more than `max_bad_fraction` of them refuses the data."""
     lengths = [pair_length(tokenizer, p) for p in pairs]
     what = f"{config.train_file}: {split} pairs (left out)"
-    if config.truncate:
-        log.info("%s: %d", what, sum(n > config.max_length for n in lengths))
-    else:
-        check_lengths(lengths, config.max_length, config.max_bad_fraction, what)
+    check_lengths(lengths, config.max_length, config.max_bad_fraction, what, config.truncate)
     kept = [p for p, n in zip(pairs, lengths, strict=True) if n <= config.max_length]
     if not kept:
         raise InputError(f"{what}: none of the {len(pairs)} fits max_length={config.max_length} tokens")
